@@ -1,0 +1,36 @@
+"""The FastAPI application: routes, error shapes, shared state (models, store)."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from magistral import __version__
+from magistral.api.errors import install_error_handlers
+from magistral.api.routes import chat, models
+from magistral.engine.registry import ModelRegistry
+from magistral.platform.store import Store
+
+
+def create_app(registry: ModelRegistry, store: Store) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        registry.shutdown()
+        store.dispose()
+
+    app = FastAPI(title="magistral", version=__version__, lifespan=lifespan,
+                  description="Mistral-compatible chat API served by magistral")
+    app.state.registry = registry
+    app.state.store = store
+    install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(models.router)
+
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, Any]:
+        return {"status": "ok", "models": [m.id for m in request.app.state.registry.models]}
+
+    return app

@@ -1,0 +1,164 @@
+"""POST /v1/chat/completions: validate → prompt → engine → (SSE | JSON), metered."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from magistral.api.auth import require_key
+from magistral.api.errors import APIError
+from magistral.api.schemas import ChatCompletionRequest
+from magistral.api.streaming import DONE, chunk, segment_delta
+from magistral.api.validation import check_capabilities, check_message_order
+from magistral.chat.reasoning import ReasoningSplitter, split_reasoning
+from magistral.engine.engine import GenerationRequest
+from magistral.engine.registry import ServedModel
+from magistral.engine.sampling import SamplingParams
+from magistral.platform.keys import KeyInfo
+from magistral.platform.metering import Usage, record_usage
+
+router = APIRouter()
+
+
+class _Call:
+    """One accepted request: its prompt, its clock, and its single usage row."""
+
+    def __init__(self, request: Request, key: KeyInfo, model: ServedModel, prompt_ids: list[int]):
+        self.id = uuid.uuid4().hex
+        self.created = int(time.time())
+        self.started = time.perf_counter()
+        self.store = request.app.state.store
+        self.key, self.model, self.prompt_ids = key, model, prompt_ids
+        self.metered = False
+
+    def meter(self, completion_tokens: int, status: str) -> None:
+        """Write the usage row (once). Synchronous on purpose: it must land even while the
+        request's task is being cancelled by a client that hung up."""
+        if self.metered:
+            return
+        self.metered = True
+        record_usage(self.store, Usage(
+            request_id=self.id, key_id=self.key.id, model=self.model.id,
+            prompt_tokens=len(self.prompt_ids), completion_tokens=completion_tokens,
+            status=status, latency_ms=int((time.perf_counter() - self.started) * 1000)))
+
+    def usage(self, completion_tokens: int) -> dict[str, int]:
+        prompt = len(self.prompt_ids)
+        return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
+                "total_tokens": prompt + completion_tokens}
+
+
+def _sampling(req: ChatCompletionRequest, model: ServedModel, seed: int | None) -> SamplingParams:
+    temperature = model.default_temperature if req.temperature is None else req.temperature
+    return SamplingParams(temperature=temperature, top_p=req.top_p, max_tokens=req.max_tokens,
+                          seed=seed, stop=req.stop_list, presence_penalty=req.presence_penalty,
+                          frequency_penalty=req.frequency_penalty)
+
+
+def _prepare(req: ChatCompletionRequest, request: Request) -> tuple[ServedModel, list[int]]:
+    model = request.app.state.registry.get(req.model)
+    if model is None:
+        raise APIError(404, f"Invalid model: '{req.model}' not found", param="model",
+                       code="model_not_found")
+    check_message_order(req)
+    check_capabilities(req, model)
+    messages = [m.model_dump(exclude_none=True) for m in req.messages]
+    prompt_ids = model.encode_chat(messages, reasoning_prompt=req.wants_reasoning_prompt,
+                                   safe_prompt=req.safe_prompt)
+    if len(prompt_ids) >= model.max_context_length:
+        raise APIError(400, f"Prompt contains {len(prompt_ids)} tokens, too large for model "
+                       f"'{model.id}' with {model.max_context_length} maximum context length",
+                       param="messages", code="context_length_exceeded")
+    return model, prompt_ids
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(req: ChatCompletionRequest, request: Request,
+                           key: KeyInfo = Depends(require_key)) -> Any:
+    model, prompt_ids = _prepare(req, request)
+    call = _Call(request, key, model, prompt_ids)
+    if req.stream:
+        return StreamingResponse(_stream(call, req), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return await _complete(call, req)
+
+
+async def _run_one(call: _Call, params: SamplingParams) -> tuple[str, str, int]:
+    text, finish, tokens = "", "error", 0
+    generation = call.model.engine.generate(GenerationRequest(call.prompt_ids, params))
+    async with contextlib.aclosing(generation) as outputs:
+        async for output in outputs:
+            text += output.text
+            tokens = output.completion_tokens
+            if output.finish_reason:
+                finish = output.finish_reason
+    return text, finish, tokens
+
+
+def _message(text: str) -> dict[str, Any]:
+    segments, unclosed = split_reasoning(text)
+    if not any(s.kind == "thinking" for s in segments):
+        content: Any = text
+    else:
+        content = []
+        for seg in segments:
+            if seg.kind == "thinking":
+                content.append({"type": "thinking", "thinking": [{"type": "text", "text": seg.text}],
+                                "closed": not unclosed or seg is not segments[-1]})
+            else:
+                content.append({"type": "text", "text": seg.text})
+    return {"role": "assistant", "content": content, "tool_calls": None, "prefix": False}
+
+
+async def _complete(call: _Call, req: ChatCompletionRequest) -> JSONResponse:
+    seeds = [None if req.random_seed is None else req.random_seed + i for i in range(req.n)]
+    try:
+        results = await asyncio.gather(*(_run_one(call, _sampling(req, call.model, s))
+                                         for s in seeds))
+    except BaseException:
+        call.meter(0, "error")
+        raise
+    completion_tokens = sum(tokens for _, _, tokens in results)
+    failed = any(finish == "error" for _, finish, _ in results)
+    call.meter(completion_tokens, "error" if failed else results[0][1])
+    if failed:
+        raise APIError(500, "Generation failed inside the engine")
+    return JSONResponse({
+        "id": call.id, "object": "chat.completion", "created": call.created, "model": call.model.id,
+        "usage": call.usage(completion_tokens),
+        "choices": [{"index": i, "finish_reason": finish, "message": _message(text)}
+                    for i, (text, finish, _) in enumerate(results)],
+    })
+
+
+async def _stream(call: _Call, req: ChatCompletionRequest) -> AsyncIterator[bytes]:
+    model_id = call.model.id
+    splitter = ReasoningSplitter()
+    tokens, status = 0, "disconnected"
+    generation = call.model.engine.generate(
+        GenerationRequest(call.prompt_ids, _sampling(req, call.model, req.random_seed)))
+    try:
+        yield chunk(call.id, call.created, model_id, {"role": "assistant", "content": ""})
+        async with contextlib.aclosing(generation) as outputs:
+            async for output in outputs:
+                tokens = output.completion_tokens
+                segments = splitter.feed(output.text)
+                if output.finish_reason:
+                    segments += splitter.flush()
+                for seg in segments:
+                    yield chunk(call.id, call.created, model_id, segment_delta(seg))
+                if output.finish_reason:
+                    status = output.finish_reason
+                    call.meter(tokens, status)  # durable before the client sees the end
+                    yield chunk(call.id, call.created, model_id, {"content": ""},
+                                finish_reason=status, usage=call.usage(tokens))
+        yield DONE
+    finally:
+        call.meter(tokens, status)

@@ -1,0 +1,145 @@
+"""Request models for the chat API (API.md), lenient to OpenAI-only fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class TextChunk(_Model):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(_Model):
+    url: str
+    detail: str | None = None
+
+
+class ImageURLChunk(_Model):
+    type: Literal["image_url"]
+    image_url: str | ImageURL
+
+    @property
+    def url(self) -> str:
+        return self.image_url if isinstance(self.image_url, str) else self.image_url.url
+
+
+class ThinkChunk(_Model):
+    type: Literal["thinking"]
+    thinking: list[TextChunk]
+    closed: bool | None = None
+
+
+ContentChunk = Annotated[Union[TextChunk, ImageURLChunk, ThinkChunk], Field(discriminator="type")]
+SystemChunk = Annotated[Union[TextChunk, ThinkChunk], Field(discriminator="type")]
+
+
+class FunctionCall(_Model):
+    name: str
+    arguments: str | dict[str, Any]
+
+
+class ToolCall(_Model):
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+    index: int | None = None
+
+
+class SystemMessage(_Model):
+    role: Literal["system"]
+    content: str | list[SystemChunk]
+
+
+class UserMessage(_Model):
+    role: Literal["user"]
+    content: str | list[ContentChunk] | None
+
+
+class AssistantMessage(_Model):
+    role: Literal["assistant"]
+    content: str | list[ContentChunk] | None = None
+    tool_calls: list[ToolCall] | None = None
+    prefix: bool = False
+
+
+class ToolMessage(_Model):
+    role: Literal["tool"]
+    content: str | list[ContentChunk] | None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+
+Message = Annotated[Union[SystemMessage, UserMessage, AssistantMessage, ToolMessage],
+                    Field(discriminator="role")]
+
+
+class JsonSchema(_Model):
+    name: str
+    schema_definition: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(_Model):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    json_schema: JsonSchema | None = None
+
+
+class FunctionDef(_Model):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Model):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class ChatCompletionRequest(_Model):
+    model: str
+    messages: list[Message] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0.0, le=1.5)
+    top_p: float = Field(1.0, ge=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=0)
+    stream: bool = False
+    stop: str | list[str] | None = None
+    random_seed: int | None = Field(None, ge=0)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Any = "auto"
+    parallel_tool_calls: bool = True
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    n: int = Field(1, ge=1, le=16)
+    prompt_mode: Literal["reasoning"] | None = None
+    safe_prompt: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _openai_aliases(cls, data: Any) -> Any:
+        """OpenAI clients say `seed` and `max_completion_tokens`; map them to Mistral's names."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if "random_seed" not in data and data.get("seed") is not None:
+                data["random_seed"] = data["seed"]
+            if data.get("max_tokens") is None and data.get("max_completion_tokens") is not None:
+                data["max_tokens"] = data["max_completion_tokens"]
+        return data
+
+    @property
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    @property
+    def wants_reasoning_prompt(self) -> bool:
+        """Absent or "reasoning": add the reasoning system prompt; explicit null: add nothing."""
+        return "prompt_mode" not in self.model_fields_set or self.prompt_mode == "reasoning"

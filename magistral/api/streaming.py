@@ -1,0 +1,33 @@
+"""Server-sent events in Mistral's chat.completion.chunk shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from magistral.chat.reasoning import Segment
+
+
+def sse(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def chunk(request_id: str, created: int, model: str, delta: dict[str, Any],
+          finish_reason: str | None = None, usage: dict[str, int] | None = None) -> bytes:
+    body: dict[str, Any] = {
+        "id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    if usage is not None:  # only on the last chunk: never send "usage": null
+        body["usage"] = usage
+    return sse(body)
+
+
+def segment_delta(segment: Segment) -> dict[str, Any]:
+    if segment.kind == "thinking":
+        return {"content": [{"type": "thinking",
+                             "thinking": [{"type": "text", "text": segment.text}]}]}
+    return {"content": segment.text}

@@ -1,0 +1,54 @@
+"""API messages → the plain role/content dicts a Jinja chat template expects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from magistral.chat.reasoning import REASONING_SYSTEM_PROMPT
+
+# Mistral's `safe_prompt` guardrail, prepended to the system prompt
+SAFE_PROMPT = ("Always assist with care, respect, and truth. Respond with utmost utility yet "
+               "securely. Avoid harmful, unethical, prejudiced, or negative content. Ensure replies "
+               "promote fairness and positivity.")
+
+
+def chunks_to_text(content: str | list[dict[str, Any]] | None, think_open: str = "<think>",
+                   think_close: str = "</think>") -> str:
+    """Flatten content chunks; a thinking chunk becomes a tagged span the model can read."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    parts: list[str] = []
+    for chunk in content:
+        if chunk["type"] == "text":
+            parts.append(chunk["text"])
+        elif chunk["type"] == "thinking":
+            inner = "".join(c["text"] for c in chunk["thinking"])
+            parts.append(f"{think_open}{inner}{think_close}")
+        else:
+            raise ValueError(f"content chunk of type {chunk['type']!r} cannot be rendered as text")
+    return "".join(parts)
+
+
+def template_messages(messages: list[dict[str, Any]], *, add_reasoning_prompt: bool,
+                      safe_prompt: bool = False) -> list[dict[str, Any]]:
+    """Messages (API dicts, already validated) → [{role, content: str}] for the template."""
+    out: list[dict[str, Any]] = []
+    has_system = any(m["role"] == "system" for m in messages)
+    if add_reasoning_prompt and not has_system:
+        out.append({"role": "system", "content": chunks_to_text(REASONING_SYSTEM_PROMPT)})
+    for message in messages:
+        text = chunks_to_text(message.get("content"))
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            calls = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+                     for c in message["tool_calls"]]
+            text = (text + "\n" if text else "") + json.dumps(calls)
+        out.append({"role": message["role"], "content": text})
+    if safe_prompt:
+        if out and out[0]["role"] == "system":
+            out[0] = {"role": "system", "content": f"{SAFE_PROMPT}\n\n{out[0]['content']}"}
+        else:
+            out.insert(0, {"role": "system", "content": SAFE_PROMPT})
+    return out
