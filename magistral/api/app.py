@@ -31,6 +31,9 @@ def create_app(registry: ModelRegistry, store: Store) -> FastAPI:
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
-        return {"status": "ok", "models": [m.id for m in request.app.state.registry.models]}
+        models = request.app.state.registry.models
+        return {"status": "ok", "models": [m.id for m in models],
+                "active_sequences": sum(m.engine.active_count for m in models),
+                "queued_sequences": sum(m.engine.queued_count for m in models)}
 
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -36,8 +36,8 @@ class ThinkChunk(_Model):
     closed: bool | None = None
 
 
-ContentChunk = Annotated[Union[TextChunk, ImageURLChunk, ThinkChunk], Field(discriminator="type")]
-SystemChunk = Annotated[Union[TextChunk, ThinkChunk], Field(discriminator="type")]
+ContentChunk = Annotated[TextChunk | ImageURLChunk | ThinkChunk, Field(discriminator="type")]
+SystemChunk = Annotated[TextChunk | ThinkChunk, Field(discriminator="type")]
 
 
 class FunctionCall(_Model):
@@ -76,7 +76,7 @@ class ToolMessage(_Model):
     name: str | None = None
 
 
-Message = Annotated[Union[SystemMessage, UserMessage, AssistantMessage, ToolMessage],
+Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage,
                     Field(discriminator="role")]
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from magistral.chat.reasoning import Segment
-
 
 def sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
@@ -24,10 +22,3 @@ def chunk(request_id: str, created: int, model: str, delta: dict[str, Any],
     if usage is not None:  # only on the last chunk: never send "usage": null
         body["usage"] = usage
     return sse(body)
-
-
-def segment_delta(segment: Segment) -> dict[str, Any]:
-    if segment.kind == "thinking":
-        return {"content": [{"type": "thinking",
-                             "thinking": [{"type": "text", "text": segment.text}]}]}
-    return {"content": segment.text}

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from magistral.api.errors import APIError
-from magistral.api.schemas import (AssistantMessage, ChatCompletionRequest, ImageURLChunk,
-                                   ToolMessage)
+from magistral.api.schemas import (
+    AssistantMessage,
+    ChatCompletionRequest,
+    ImageURLChunk,
+    ToolMessage,
+)
 from magistral.engine.registry import ServedModel
 
 

@@ -32,11 +32,11 @@ class GGUFTokenizer:
         else:
             self._tok.pre_tokenizer = byte_level
         self._tok.decoder = decoders.ByteLevel()
-        specials = [t for t, ty in zip(tokens, types) if ty in (CONTROL, USER_DEFINED)]
+        specials = [t for t, ty in zip(tokens, types, strict=True) if ty in (CONTROL, USER_DEFINED)]
         self._tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
         # special tokens are dropped from output text, except the reasoning markers which the
         # reasoning splitter needs to see
-        self._hidden_ids = {i for i, (t, ty) in enumerate(zip(tokens, types))
+        self._hidden_ids = {i for i, (t, ty) in enumerate(zip(tokens, types, strict=True))
                             if ty in (CONTROL, USER_DEFINED) and t not in VISIBLE_SPECIALS}
         self.vocab_size = len(tokens)
         self.bos_id: int | None = meta.get("tokenizer.ggml.bos_token_id")

@@ -75,6 +75,10 @@ class Engine:
     def active_count(self) -> int:
         return len(self._active)
 
+    @property
+    def queued_count(self) -> int:
+        return self._incoming.qsize()
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
         """Yield outputs until one carries a finish_reason. Closing the iterator cancels."""
         if not request.prompt_ids:
@@ -170,7 +174,7 @@ class Engine:
         max_tokens = seq.request.params.max_tokens
         if max_tokens is not None and len(seq.generated) >= max_tokens:
             return self._finish(seq, "length", text)
-        if seq.position + 1 > self._capacity(seq):
+        if len(seq.request.prompt_ids) + len(seq.generated) >= self.max_context:
             return self._finish(seq, "model_length", text)
         if text:
             seq.emit(GenerationOutput(text=text, completion_tokens=len(seq.generated)))

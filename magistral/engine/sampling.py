@@ -45,7 +45,9 @@ class Sampler:
             sorted_probs, order = torch.sort(probs, descending=True)
             cumulative = torch.cumsum(sorted_probs, dim=-1)
             # keep the smallest prefix whose mass reaches top_p (the first token always stays)
-            sorted_probs[(cumulative - sorted_probs) >= p.top_p] = 0.0
+            outside = (cumulative - sorted_probs) >= p.top_p
+            outside[0] = False
+            sorted_probs[outside] = 0.0
             choice = torch.multinomial(sorted_probs, 1, generator=self.generator)
             return int(order[choice])
         return int(torch.multinomial(probs, 1, generator=self.generator))

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import (DateTime, ForeignKey, Integer, String, create_engine, event, func,
-                        select)
+from sqlalchemy import DateTime, ForeignKey, Integer, String, create_engine, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def default_database_url() -> str:

@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from magistral.api.auth import require_key
+from magistral.api.content import assistant_message, segment_delta
 from magistral.api.errors import APIError
 from magistral.api.schemas import ChatCompletionRequest
-from magistral.api.streaming import DONE, chunk, segment_delta
+from magistral.api.streaming import DONE, chunk
 from magistral.api.validation import check_capabilities, check_message_order
-from magistral.chat.reasoning import ReasoningSplitter, split_reasoning
+from magistral.chat.reasoning import ReasoningSplitter
 from magistral.engine.engine import GenerationRequest
 from magistral.engine.registry import ServedModel
 from magistral.engine.sampling import SamplingParams
@@ -102,21 +103,6 @@ async def _run_one(call: _Call, params: SamplingParams) -> tuple[str, str, int]:
     return text, finish, tokens
 
 
-def _message(text: str) -> dict[str, Any]:
-    segments, unclosed = split_reasoning(text)
-    if not any(s.kind == "thinking" for s in segments):
-        content: Any = text
-    else:
-        content = []
-        for seg in segments:
-            if seg.kind == "thinking":
-                content.append({"type": "thinking", "thinking": [{"type": "text", "text": seg.text}],
-                                "closed": not unclosed or seg is not segments[-1]})
-            else:
-                content.append({"type": "text", "text": seg.text})
-    return {"role": "assistant", "content": content, "tool_calls": None, "prefix": False}
-
-
 async def _complete(call: _Call, req: ChatCompletionRequest) -> JSONResponse:
     seeds = [None if req.random_seed is None else req.random_seed + i for i in range(req.n)]
     try:
@@ -133,7 +119,7 @@ async def _complete(call: _Call, req: ChatCompletionRequest) -> JSONResponse:
     return JSONResponse({
         "id": call.id, "object": "chat.completion", "created": call.created, "model": call.model.id,
         "usage": call.usage(completion_tokens),
-        "choices": [{"index": i, "finish_reason": finish, "message": _message(text)}
+        "choices": [{"index": i, "finish_reason": finish, "message": assistant_message(text)}
                     for i, (text, finish, _) in enumerate(results)],
     })
 

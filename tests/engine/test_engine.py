@@ -1,0 +1,117 @@
+"""The async engine on the real default model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from magistral.chat.template import ChatTemplate
+from magistral.chat.tokenizer import GGUFTokenizer
+from magistral.engine.engine import Engine, GenerationOutput, GenerationRequest
+from magistral.engine.sampling import SamplingParams
+from magistral.model.cache import KVCache
+from magistral.model.load import LoadedModel
+
+
+@pytest.fixture(scope="module")
+def engine(loaded: LoadedModel, tokenizer: GGUFTokenizer):
+    eng = Engine(loaded.model, tokenizer, max_active=4)
+    yield eng
+    eng.shutdown()
+
+
+def prompt(loaded: LoadedModel, tokenizer: GGUFTokenizer, question: str) -> list[int]:
+    template = ChatTemplate(loaded.metadata["tokenizer.chat_template"])
+    return tokenizer.encode(template.render([{"role": "user", "content": question}]))
+
+
+async def collect(engine: Engine, ids: list[int], params: SamplingParams) -> list[GenerationOutput]:
+    return [o async for o in engine.generate(GenerationRequest(ids, params))]
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_greedy_output_equals_direct_model_decoding(engine, loaded, tokenizer) -> None:
+    ids = prompt(loaded, tokenizer, "List three fruits.")
+    outputs = run(collect(engine, ids, SamplingParams(temperature=0.0, max_tokens=20)))
+    expected, cache, seq = [], KVCache(loaded.model.args, len(ids) + 20), list(ids)
+    with torch.no_grad():
+        logits = loaded.model(torch.tensor([ids]), 0, cache, last_only=True)
+        while len(expected) < 20:
+            token = int(logits[0, -1].argmax())
+            if token in tokenizer.stop_ids:
+                break
+            expected.append(token)
+            seq.append(token)
+            logits = loaded.model(torch.tensor([[token]]), len(seq) - 1, cache)
+    assert "".join(o.text for o in outputs) == tokenizer.decode(expected)
+    assert outputs[-1].completion_tokens == len(expected)
+    assert outputs[-1].finish_reason == ("length" if len(expected) == 20 else "stop")
+
+
+def test_seed_reproducible_and_max_tokens(engine, loaded, tokenizer) -> None:
+    ids = prompt(loaded, tokenizer, "Write a poem about the sea.")
+    params = SamplingParams(temperature=1.0, top_p=0.95, max_tokens=12, seed=1234)
+    first = run(collect(engine, ids, params))
+    second = run(collect(engine, ids, params))
+    assert [o.text for o in first] == [o.text for o in second]
+    assert first[-1].finish_reason == "length" and first[-1].completion_tokens == 12
+
+
+def test_stop_string_cuts_output(engine, loaded, tokenizer) -> None:
+    ids = prompt(loaded, tokenizer, "Count from 1 to 10, separated by commas.")
+    full = "".join(o.text for o in run(collect(engine, ids, SamplingParams(temperature=0.0,
+                                                                           max_tokens=40))))
+    assert "4" in full
+    stop = full[full.index("4"):full.index("4") + 2]
+    outputs = run(collect(engine, ids, SamplingParams(temperature=0.0, max_tokens=40, stop=[stop])))
+    text = "".join(o.text for o in outputs)
+    assert outputs[-1].finish_reason == "stop" and text == full[:full.index(stop)]
+
+
+def test_concurrent_requests_match_solo_runs(engine, loaded, tokenizer) -> None:
+    questions = ["What is 2+2?", "Name a color.", "Say hello.", "What is the sun?", "Name a dog."]
+    params = SamplingParams(temperature=0.0, max_tokens=10)
+    solo = [run(collect(engine, prompt(loaded, tokenizer, q), params)) for q in questions]
+
+    async def together():
+        return await asyncio.gather(*(collect(engine, prompt(loaded, tokenizer, q), params)
+                                      for q in questions))
+    concurrent = run(together())  # five requests, four slots: one waits in the queue
+    assert ["".join(o.text for o in c) for c in concurrent] == \
+        ["".join(o.text for o in s) for s in solo]
+
+
+def test_closing_the_stream_frees_the_slot(engine, loaded, tokenizer) -> None:
+    ids = prompt(loaded, tokenizer, "Write a very long essay about history.")
+
+    async def read_two_then_hang_up() -> int:
+        stream = engine.generate(GenerationRequest(ids, SamplingParams(temperature=0.0, max_tokens=500)))
+        await anext(stream)
+        await anext(stream)
+        assert engine.active_count == 1
+        await stream.aclose()
+        for _ in range(200):
+            if engine.active_count == 0:
+                return 0
+            await asyncio.sleep(0.01)
+        return engine.active_count
+    assert run(read_two_then_hang_up()) == 0
+
+
+def test_generation_ends_at_the_context_limit(loaded, tokenizer) -> None:
+    small = Engine(loaded.model, tokenizer)
+    small.max_context = 40
+    try:
+        ids = prompt(loaded, tokenizer, "Tell me a long story.")
+        outputs = run(collect(small, ids, SamplingParams(temperature=0.0, max_tokens=1000)))
+        assert outputs[-1].finish_reason == "model_length"
+        assert len(ids) + outputs[-1].completion_tokens == 40
+        with pytest.raises(ValueError, match="does not fit"):
+            run(collect(small, list(range(40)), SamplingParams()))
+    finally:
+        small.shutdown()

@@ -1,0 +1,51 @@
+"""Invariants of the decoder on a tiny random config: cached decoding equals a full forward."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from magistral.config import tiny_args
+from magistral.model.cache import KVCache
+from magistral.model.transformer import Transformer
+
+
+@pytest.fixture(scope="module")
+def model() -> Transformer:
+    torch.manual_seed(0)
+    return Transformer(tiny_args()).eval()
+
+
+def test_incremental_decoding_equals_full_forward(model: Transformer) -> None:
+    tokens = torch.randint(0, model.args.vocab_size, (1, 24))
+    with torch.no_grad():
+        full = torch.log_softmax(model(tokens), dim=-1)
+        cache = KVCache(model.args, capacity=4, max_capacity=64)  # grows on demand
+        steps = [torch.log_softmax(model(tokens[:, :8], 0, cache), dim=-1)]
+        for pos in range(8, 24):
+            steps.append(torch.log_softmax(model(tokens[:, pos:pos + 1], pos, cache), dim=-1))
+    incremental = torch.cat(steps, dim=1)
+    assert cache.capacity >= 24
+    assert torch.allclose(full, incremental, atol=1e-4), (full - incremental).abs().max()
+
+
+def test_chunked_prefill_equals_single_prefill(model: Transformer) -> None:
+    tokens = torch.randint(0, model.args.vocab_size, (1, 40))
+    with torch.no_grad():
+        whole = model(tokens, 0, KVCache(model.args, 40), last_only=True)
+        cache = KVCache(model.args, 40)
+        for start in range(0, 40, 16):
+            chunked = model(tokens[:, start:start + 16], start, cache, last_only=True)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+
+
+def test_cache_refuses_to_grow_past_its_maximum(model: Transformer) -> None:
+    cache = KVCache(model.args, capacity=4, max_capacity=8)
+    with torch.no_grad(), pytest.raises(ValueError, match="overflow"):
+        model(torch.zeros(1, 9, dtype=torch.long), 0, cache)
+
+
+def test_tied_output_head_shares_the_embedding() -> None:
+    model = Transformer(tiny_args(tied_embeddings=True))
+    model.tie_weights()
+    assert model.output.weight.data_ptr() == model.tok_embeddings.weight.data_ptr()
