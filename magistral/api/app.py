@@ -6,12 +6,15 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
 
 from magistral import __version__
-from magistral.api.errors import install_error_handlers
+from magistral.api.errors import APIError, error_response, install_error_handlers
 from magistral.api.routes import chat, models
 from magistral.engine.registry import ModelRegistry
 from magistral.platform.store import Store
+
+MAX_BODY_BYTES = 128 * 1024 * 1024  # 8 images of 10 MB, base64-encoded, fit with room to spare
 
 
 def create_app(registry: ModelRegistry, store: Store) -> FastAPI:
@@ -26,6 +29,14 @@ def create_app(registry: ModelRegistry, store: Store) -> FastAPI:
     app.state.registry = registry
     app.state.store = store
     install_error_handlers(app)
+
+    @app.middleware("http")
+    async def limit_body_size(request: Request, call_next) -> JSONResponse:
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return error_response(APIError(413, f"Request body of {int(length)} bytes exceeds the "
+                                           f"limit of {MAX_BODY_BYTES} bytes"))
+        return await call_next(request)
     app.include_router(chat.router)
     app.include_router(models.router)
 

@@ -26,7 +26,7 @@ class APIError(Exception):
         self.headers = headers
 
 
-def _response(err: APIError, extra: dict[str, Any] | None = None) -> JSONResponse:
+def error_response(err: APIError, extra: dict[str, Any] | None = None) -> JSONResponse:
     body = {"object": "error", "message": err.message, "type": err.type, "param": err.param,
             "code": err.code, **(extra or {})}
     return JSONResponse(body, status_code=err.status, headers=err.headers)
@@ -39,28 +39,28 @@ def _location(loc: tuple[Any, ...]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
-        return _response(exc)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return _response(APIError(400, "Request body is not valid JSON: "
+            return error_response(APIError(400, "Request body is not valid JSON: "
                                       + str(errors[0].get("ctx", {}).get("error", errors[0]["msg"]))))
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
         first = errors[0]
         where = _location(tuple(first["loc"]))
         message = f"Invalid request: {where}: {first['msg']}" if where else first["msg"]
-        return _response(APIError(422, message, param=where or None), {"detail": detail})
+        return error_response(APIError(422, message, param=where or None), {"detail": detail})
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = "Not found: no such route"
-        return _response(APIError(exc.status_code, message, headers=getattr(exc, "headers", None)))
+        return error_response(APIError(exc.status_code, message, headers=getattr(exc, "headers", None)))
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error")
-        return _response(APIError(500, "Internal server error"))
+        return error_response(APIError(500, "Internal server error"))

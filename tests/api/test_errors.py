@@ -106,3 +106,22 @@ def test_openai_only_fields_are_accepted(server: Server) -> None:
                              {"include_usage": True}, "metadata": {"a": "b"}, "user": "me"})
     assert response.status_code == 200
     assert response.json()["usage"]["completion_tokens"] <= 2
+
+
+def test_oversized_body_is_413(server: Server) -> None:
+    """The size is judged from Content-Length, before any of the body is read."""
+    import socket
+    host, port = server.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+                      f"Authorization: Bearer {server.key}\r\nContent-Type: application/json\r\n"
+                      f"Content-Length: {200 * 1024 * 1024}\r\n\r\n{{}}").encode())
+        reply = b""
+        while b"exceeds" not in reply or not reply.endswith(b"}"):
+            data = sock.recv(65536)
+            if not data:
+                break
+            reply += data
+    status_line, _, rest = reply.decode().partition("\r\n")
+    assert " 413 " in status_line
+    assert '"type":"invalid_request_error"' in rest and "exceeds" in rest

@@ -72,3 +72,22 @@ def test_client_hanging_up_mid_stream_is_billed_and_frees_the_slot(server: Serve
     row = usage_row(server, request_id)
     assert row.status == "disconnected"
     assert 5 <= row.completion_tokens < 2000
+
+
+def test_non_streamed_client_hanging_up_stops_generation(server: Server) -> None:
+    server.wait_idle()
+    body = {"model": "magistral-medium-latest", "max_tokens": 2000, "temperature": 0,
+            "messages": [{"role": "user", "content": "Write a very long essay about the history of Rome."}]}
+    try:
+        httpx.post(f"{server.base_url}/v1/chat/completions", json=body, headers=headers(server),
+                   timeout=1.5)
+    except httpx.ReadTimeout:
+        pass  # the client gave up waiting and closed the connection
+    assert server.wait_idle(timeout=10)["active_sequences"] == 0
+    store = Store(server.database_url)
+    try:
+        with store.session() as s:
+            row = s.scalars(select(UsageRecord).order_by(UsageRecord.id.desc())).first()
+    finally:
+        store.dispose()
+    assert row.status == "disconnected" and 0 < row.completion_tokens < 2000

@@ -26,6 +26,7 @@ from magistral.platform.keys import KeyInfo
 from magistral.platform.metering import Usage, record_usage
 
 router = APIRouter()
+DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its client is still there
 
 
 class _Call:
@@ -88,28 +89,37 @@ async def chat_completions(req: ChatCompletionRequest, request: Request,
     if req.stream:
         return StreamingResponse(_stream(call, req), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    return await _complete(call, req)
+    return await _complete(call, req, request)
 
 
-async def _run_one(call: _Call, params: SamplingParams) -> tuple[str, str, int]:
-    text, finish, tokens = "", "error", 0
+async def _run_one(call: _Call, params: SamplingParams, progress: list[int], index: int
+                   ) -> tuple[str, str, int]:
+    text, finish = "", "error"
     generation = call.model.engine.generate(GenerationRequest(call.prompt_ids, params))
     async with contextlib.aclosing(generation) as outputs:
         async for output in outputs:
             text += output.text
-            tokens = output.completion_tokens
+            progress[index] = output.completion_tokens
             if output.finish_reason:
                 finish = output.finish_reason
-    return text, finish, tokens
+    return text, finish, progress[index]
 
 
-async def _complete(call: _Call, req: ChatCompletionRequest) -> JSONResponse:
+async def _complete(call: _Call, req: ChatCompletionRequest, request: Request) -> JSONResponse:
     seeds = [None if req.random_seed is None else req.random_seed + i for i in range(req.n)]
+    progress = [0] * req.n
+    work = asyncio.ensure_future(asyncio.gather(
+        *(_run_one(call, _sampling(req, call.model, s), progress, i) for i, s in enumerate(seeds))))
     try:
-        results = await asyncio.gather(*(_run_one(call, _sampling(req, call.model, s))
-                                         for s in seeds))
+        while not (await asyncio.wait({work}, timeout=DISCONNECT_POLL_S))[0]:
+            if await request.is_disconnected():  # nobody is waiting: stop generating
+                work.cancel()
+                call.meter(sum(progress), "disconnected")
+                return JSONResponse({}, status_code=499)
+        results = work.result()
     except BaseException:
-        call.meter(0, "error")
+        work.cancel()
+        call.meter(sum(progress), "error")
         raise
     completion_tokens = sum(tokens for _, _, tokens in results)
     failed = any(finish == "error" for _, finish, _ in results)
