@@ -8,6 +8,7 @@ from torch import nn
 
 from magistral.config import ModelArgs
 from magistral.model.cache import KVCache
+from magistral.model.moe import MoeFeedForward
 from magistral.model.rope import apply_rope
 
 
@@ -72,7 +73,7 @@ class TransformerBlock(nn.Module):
         self.attention_norm = RMSNorm(args.dim, args.norm_eps)
         self.attention = Attention(args, layer_id)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
-        self.feed_forward = FeedForward(args)
+        self.feed_forward = MoeFeedForward(args) if args.moe else FeedForward(args)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 start_pos: int, cache: KVCache | None) -> torch.Tensor:

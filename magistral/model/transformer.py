@@ -1,4 +1,4 @@
-"""The decoder: embeddings → blocks → norm → output head."""
+"""The decoder: embeddings (with image features scattered in) → blocks → norm → output head."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from magistral.config import ModelArgs
 from magistral.model.cache import KVCache
 from magistral.model.layers import RMSNorm, TransformerBlock
 from magistral.model.rope import rope_frequencies
+from magistral.model.vision import PatchMerger, VisionEncoder, VisionLanguageAdapter
 
 
 class Transformer(nn.Module):
@@ -19,6 +20,12 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(TransformerBlock(args, i) for i in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
+        if (vision := args.vision) is not None:
+            self.vision_encoder = VisionEncoder(vision)
+            self.pre_mm_projector_norm = RMSNorm(vision.hidden_size, args.norm_eps) \
+                if vision.adapter_norm else None
+            self.patch_merger = PatchMerger(vision) if vision.spatial_merge_size > 1 else None
+            self.vision_language_adapter = VisionLanguageAdapter(vision, args.dim)
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def tie_weights(self) -> None:
@@ -34,13 +41,37 @@ class Transformer(nn.Module):
             self._rope = (cos.to(device), sin.to(device))
         return self._rope
 
-    def forward(self, tokens: torch.Tensor, start_pos: int = 0, cache: KVCache | None = None,
-                last_only: bool = False) -> torch.Tensor:
-        """tokens (B, T) at positions [start_pos, start_pos+T) → logits (B, T or 1, vocab)."""
-        seqlen = tokens.shape[1]
+    def image_features(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """Images (C, H, W) → (image tokens, dim): encoder → norm → 2×2 merge → adapter."""
+        x, grids = self.vision_encoder(images)
+        if self.pre_mm_projector_norm is not None:
+            x = self.pre_mm_projector_norm(x)
+        if self.patch_merger is not None:
+            x = self.patch_merger(x, grids)
+        return self.vision_language_adapter(x)
+
+    def embed(self, tokens: torch.Tensor, images: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """tokens (B, T) → (B, T, dim); each [IMG] position takes the next image feature."""
+        h = self.tok_embeddings(tokens)
+        if images:
+            if self.args.vision is None:
+                raise ValueError("this model has no vision encoder")
+            features = self.image_features(images).to(h.dtype)
+            positions = tokens == self.args.vision.image_token_id
+            if int(positions.sum()) != features.shape[0]:
+                raise ValueError(f"{int(positions.sum())} image tokens in the prompt but "
+                                 f"{features.shape[0]} image features")
+            h = h.masked_scatter(positions.unsqueeze(-1), features)
+        return h
+
+    def forward(self, tokens: torch.Tensor | None, start_pos: int = 0, cache: KVCache | None = None,
+                last_only: bool = False, embeddings: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, T) — or their embeddings (B, T, dim) — at positions [start_pos, start_pos+T)
+        → logits (B, T or 1, vocab)."""
+        h = self.tok_embeddings(tokens) if embeddings is None else embeddings
+        seqlen = h.shape[1]
         cos, sin = self.rope_tables(start_pos + seqlen)
         cos, sin = cos[start_pos:start_pos + seqlen], sin[start_pos:start_pos + seqlen]
-        h = self.tok_embeddings(tokens)
         for layer in self.layers:
             h = layer(h, cos, sin, start_pos, cache)
         if last_only:

@@ -7,7 +7,8 @@ import torch
 
 from magistral.chat.tokenizer import GGUFTokenizer
 from magistral.model.cache import KVCache
-from magistral.model.load import LoadedModel, default_gguf_path, unpermute_qk
+from magistral.model.load import LoadedModel, default_gguf_path
+from magistral.model.load_common import unpermute_qk
 
 transformers = pytest.importorskip("transformers")
 

@@ -1,0 +1,142 @@
+"""Pixtral-style vision encoder (native resolution, 2D RoPE) and the adapter into the decoder.
+
+Images of different sizes are encoded in one sequence of patches; a block-diagonal mask keeps
+each image's patches attending only to each other.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from magistral.config import VisionArgs
+from magistral.model.layers import RMSNorm
+from magistral.model.rope import apply_rope
+
+ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh")}
+
+
+def rope_2d(args: VisionArgs, rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin (N, head_dim) for patches at (row, col): even frequencies turn with the row,
+    odd ones with the column, laid out for rotate-half."""
+    dim = args.head_dim
+    inv_freq = 1.0 / (args.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
+    angles = torch.cat([rows[:, None].float() * inv_freq[0::2], cols[:, None].float() * inv_freq[1::2]], -1)
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos(), angles.sin()
+
+
+class VisionAttention(nn.Module):
+    def __init__(self, args: VisionArgs):
+        super().__init__()
+        self.n_heads, self.head_dim = args.num_attention_heads, args.head_dim
+        self.wq = nn.Linear(args.hidden_size, args.hidden_size, bias=False)
+        self.wk = nn.Linear(args.hidden_size, args.hidden_size, bias=False)
+        self.wv = nn.Linear(args.hidden_size, args.hidden_size, bias=False)
+        self.wo = nn.Linear(args.hidden_size, args.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+                ) -> torch.Tensor:
+        n = x.shape[0]  # x: (N patches, hidden)
+        q = self.wq(x).view(n, self.n_heads, self.head_dim).transpose(0, 1)
+        k = self.wk(x).view(n, self.n_heads, self.head_dim).transpose(0, 1)
+        v = self.wv(x).view(n, self.n_heads, self.head_dim).transpose(0, 1)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.wo(out.transpose(0, 1).reshape(n, -1))
+
+
+class VisionFeedForward(nn.Module):
+    def __init__(self, args: VisionArgs):
+        super().__init__()
+        self.act = ACTIVATIONS[args.hidden_act]
+        self.w1 = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.w2 = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
+        self.w3 = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.act(self.w1(x)) * self.w3(x))
+
+
+class VisionBlock(nn.Module):
+    def __init__(self, args: VisionArgs):
+        super().__init__()
+        self.attention_norm = RMSNorm(args.hidden_size, 1e-5)
+        self.attention = VisionAttention(args)
+        self.ffn_norm = RMSNorm(args.hidden_size, 1e-5)
+        self.feed_forward = VisionFeedForward(args)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None
+                ) -> torch.Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, mask)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, args: VisionArgs):
+        super().__init__()
+        self.layers = nn.ModuleList(VisionBlock(args) for _ in range(args.num_hidden_layers))
+
+
+class VisionEncoder(nn.Module):
+    def __init__(self, args: VisionArgs):
+        super().__init__()
+        self.args = args
+        self.patch_conv = nn.Conv2d(args.num_channels, args.hidden_size, kernel_size=args.patch_size,
+                                    stride=args.patch_size, bias=False)
+        self.ln_pre = RMSNorm(args.hidden_size, 1e-5)
+        self.transformer = VisionTransformer(args)
+
+    def forward(self, images: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """images: each (C, H, W), sides multiples of the patch size → (N patches, hidden) and
+        each image's (rows, cols) patch grid."""
+        grids, patches, rows, cols = [], [], [], []
+        for image in images:
+            embed = self.patch_conv(image.unsqueeze(0).to(self.patch_conv.weight.dtype))[0]  # (D, h, w)
+            h, w = embed.shape[1:]
+            grids.append((h, w))
+            patches.append(embed.flatten(1).T)
+            r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+            rows.append(r.flatten())
+            cols.append(c.flatten())
+        x = self.ln_pre(torch.cat(patches))
+        cos, sin = rope_2d(self.args, torch.cat(rows), torch.cat(cols))
+        mask = block_diagonal_mask([h * w for h, w in grids]) if len(grids) > 1 else None
+        for layer in self.transformer.layers:
+            x = layer(x, cos, sin, mask)
+        return x, grids
+
+
+def block_diagonal_mask(lengths: list[int]) -> torch.Tensor:
+    """Boolean (N, N): True where both patches belong to the same image."""
+    ids = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(lengths))
+    return ids[:, None] == ids[None, :]
+
+
+class PatchMerger(nn.Module):
+    """Concatenates each 2×2 (merge × merge) block of patch features and projects it back."""
+
+    def __init__(self, args: VisionArgs):
+        super().__init__()
+        self.merge = args.spatial_merge_size
+        self.merging_layer = nn.Linear(args.hidden_size * self.merge ** 2, args.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, grids: list[tuple[int, int]]) -> torch.Tensor:
+        merged = []
+        for feats, (h, w) in zip(x.split([h * w for h, w in grids]), grids, strict=True):
+            grid = feats.view(h, w, -1).permute(2, 0, 1).unsqueeze(0)  # (1, D, h, w)
+            blocks = F.unfold(grid, kernel_size=self.merge, stride=self.merge)  # (1, D·m², L)
+            merged.append(blocks[0].T)
+        return self.merging_layer(torch.cat(merged))
+
+
+class VisionLanguageAdapter(nn.Module):
+    def __init__(self, args: VisionArgs, dim: int):
+        super().__init__()
+        self.w_in = nn.Linear(args.hidden_size, dim, bias=args.adapter_bias)
+        self.act = ACTIVATIONS[args.adapter_act]
+        self.w_out = nn.Linear(dim, dim, bias=args.adapter_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w_out(self.act(self.w_in(x)))

@@ -1,0 +1,169 @@
+"""Our loader + model against transformers' reference implementations, on tiny random
+checkpoints the tests save themselves (fp32, max |Δlogit| ≤ 1e-4)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from magistral.model.cache import KVCache
+from magistral.model.checkpoints import load_consolidated, load_hf, to_consolidated
+
+transformers = pytest.importorskip("transformers")
+TOL = 1e-4
+TEXT = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=2048,
+            tie_word_embeddings=False)
+
+
+def save(model, folder: Path, **kwargs) -> Path:
+    model.save_pretrained(folder, **kwargs)
+    return folder
+
+
+def random_ids(n: int, vocab: int = 300) -> torch.Tensor:
+    return torch.randint(20, vocab, (1, n), generator=torch.Generator().manual_seed(n))
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    assert a.shape == b.shape
+    return (a - b).abs().max().item()
+
+
+def text_reference(kind: str):
+    torch.manual_seed(0)
+    if kind == "mistral":
+        return transformers.MistralForCausalLM(transformers.MistralConfig(**TEXT, rope_theta=1e6,
+                                                                          sliding_window=None))
+    if kind == "llama":
+        return transformers.LlamaForCausalLM(transformers.LlamaConfig(**TEXT, rope_theta=5e5))
+    return transformers.MixtralForCausalLM(transformers.MixtralConfig(
+        **TEXT, num_local_experts=4, num_experts_per_tok=2, rope_theta=1e6, sliding_window=None))
+
+
+@pytest.mark.parametrize("kind", ["mistral", "llama", "mixtral"])
+def test_text_models_match_transformers(kind: str, tmp_path: Path) -> None:
+    reference = text_reference(kind).eval()
+    ours, _ = load_hf(save(reference, tmp_path))
+    ids = random_ids(40)
+    with torch.no_grad():
+        assert max_diff(ours(ids), reference(ids).logits) <= TOL
+        # the consolidated (Mistral format) conversion of the same weights
+        params, tensors = to_consolidated(ours)
+        folder = tmp_path / "consolidated"
+        folder.mkdir()
+        (folder / "params.json").write_text(json.dumps(params))
+        save_file(tensors, folder / "consolidated.safetensors")
+        converted, _ = load_consolidated(folder)
+        assert max_diff(converted(ids), reference(ids).logits) <= TOL
+
+
+def test_sharded_checkpoint_loads(tmp_path: Path) -> None:
+    reference = text_reference("mistral").eval()
+    save(reference, tmp_path, max_shard_size="100KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    ours, _ = load_hf(tmp_path)
+    ids = random_ids(12)
+    with torch.no_grad():
+        assert max_diff(ours(ids), reference(ids).logits) <= TOL
+
+
+def test_strict_loading_names_the_bad_key(tmp_path: Path) -> None:
+    reference = text_reference("mistral")
+    save(reference, tmp_path)
+    state = {k: v for k, v in reference.state_dict().items() if "layers.1.mlp.up_proj" not in k}
+    state["model.layers.0.mystery.weight"] = torch.zeros(2)
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"layers\.1\.feed_forward\.w3\.weight.*mystery"):
+        load_hf(tmp_path)
+
+
+def test_moe_paths_agree_and_incremental_decoding_matches(tmp_path: Path) -> None:
+    ours, _ = load_hf(save(text_reference("mixtral").eval(), tmp_path))
+    ids = random_ids(24)
+    with torch.no_grad():
+        batched = ours(ids)
+        for layer in ours.layers:
+            layer.feed_forward.batched = False
+        per_expert = ours(ids)
+        assert max_diff(batched, per_expert) <= 1e-5
+        cache = KVCache(ours.args, 24)
+        steps = [ours(ids[:, :10], 0, cache)] + [ours(ids[:, i:i + 1], i, cache) for i in range(10, 24)]
+    full = torch.log_softmax(batched, -1)
+    assert max_diff(full, torch.log_softmax(torch.cat(steps, 1), -1)) <= TOL
+
+
+def vision_config(**kw):
+    return transformers.PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                            num_attention_heads=4, head_dim=8, patch_size=4,
+                                            image_size=64, hidden_act="silu", **kw)
+
+
+def images_two_sizes() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    return [torch.randn(3, 16, 24, generator=g), torch.randn(3, 32, 8, generator=g)]
+
+
+def test_vision_encoder_matches_pixtral(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    reference = transformers.PixtralVisionModel(vision_config()).eval()
+    ours, _ = load_hf(save(mistral3_reference(), tmp_path))  # gives our encoder its shape
+    state = {}
+    from magistral.model.checkpoints import hf_key
+    for key, tensor in reference.state_dict().items():
+        state[hf_key("vision_tower." + key).removeprefix("vision_encoder.")] = tensor
+    ours.vision_encoder.load_state_dict(state)
+    images = images_two_sizes()
+    with torch.no_grad():
+        theirs = reference(torch.stack([torch.nn.functional.pad(i, (0, 24 - i.shape[2], 0, 32 - i.shape[1]))
+                                        for i in images]),
+                           image_sizes=torch.tensor([list(i.shape[1:]) for i in images])).last_hidden_state
+        mine, grids = ours.vision_encoder(images)
+    assert grids == [(4, 6), (8, 2)]
+    assert max_diff(mine, theirs[0]) <= TOL
+
+
+def mistral3_reference():
+    torch.manual_seed(0)
+    text = transformers.MistralConfig(**TEXT, rope_theta=1e9, sliding_window=None)
+    config = transformers.Mistral3Config(vision_config=vision_config(), text_config=text,
+                                         image_token_index=10, spatial_merge_size=2,
+                                         tie_word_embeddings=False)
+    return transformers.Mistral3ForConditionalGeneration(config).eval()
+
+
+def test_mistral3_text_and_two_images_match_transformers(tmp_path: Path) -> None:
+    reference = mistral3_reference()
+    ours, _ = load_hf(save(reference, tmp_path))
+    images = images_two_sizes()
+    # 16x24 px → 2x3 merged tokens, 32x8 → 4x1: rows of [IMG] ended by [IMG_BREAK], last [IMG_END]
+    layout = []
+    for rows, cols in [(2, 3), (4, 1)]:
+        tokens = ([10] * cols + [12]) * rows
+        tokens[-1] = 13
+        layout += tokens + [50, 51]
+    ids = torch.tensor([[1, 3, 40, 41, *layout, 42, 4]])
+    padded = torch.stack([torch.nn.functional.pad(i, (0, 24 - i.shape[2], 0, 32 - i.shape[1]))
+                          for i in images])
+    with torch.no_grad():
+        theirs = reference(input_ids=ids, pixel_values=padded,
+                           image_sizes=torch.tensor([list(i.shape[1:]) for i in images])).logits
+        mine = ours(None, embeddings=ours.embed(ids, images))
+        assert max_diff(mine, theirs) <= TOL
+        params, tensors = to_consolidated(ours)
+        folder = tmp_path / "consolidated"
+        folder.mkdir()
+        (folder / "params.json").write_text(json.dumps(params))
+        save_file(tensors, folder / "consolidated.safetensors")
+        converted, _ = load_consolidated(folder)
+        assert max_diff(converted(None, embeddings=converted.embed(ids, images)), theirs) <= TOL
+
+
+def test_image_token_count_must_match_features(tmp_path: Path) -> None:
+    ours, _ = load_hf(save(mistral3_reference(), tmp_path))
+    with pytest.raises(ValueError, match="image tokens"):
+        ours.embed(torch.tensor([[1, 10, 10, 13]]), images_two_sizes())
