@@ -13,6 +13,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from magistral.api.app import create_app
+    from magistral.chat.images import ImagePolicy
     from magistral.engine.registry import ModelRegistry, load_model
     from magistral.platform.store import Store
 
@@ -20,7 +21,8 @@ def _serve(args: argparse.Namespace) -> int:
     store = Store(args.database_url)
     specs = args.model or [None]
     models = [load_model(spec, max_active=args.max_active) for spec in specs]
-    app = create_app(ModelRegistry(models), store)
+    policy = ImagePolicy(allow_private_hosts=args.allow_private_image_hosts)
+    app = create_app(ModelRegistry(models), store, policy)
     print(f"magistral: serving {', '.join(m.id for m in models)} on http://{args.host}:{args.port}",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
@@ -90,9 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT)
     serve.add_argument("--model", action="append",
-                       help="a .gguf path; repeatable (default: the embedded SmolLM2-135M-Instruct)")
+                       help="a .gguf file or a checkpoint folder (HF config.json or Mistral params.json, "
+                       "with tekken.json); repeatable (default: the embedded SmolLM2-135M-Instruct)")
     serve.add_argument("--max-active", type=int, default=8,
                        help="sequences generated at once per model; others wait in a queue")
+    serve.add_argument("--allow-private-image-hosts", action="store_true",
+                       help="let image URLs reach loopback/private addresses (on-premise image servers)")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 

@@ -6,18 +6,36 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from magistral import __version__
 from magistral.api.errors import APIError, error_response, install_error_handlers
 from magistral.api.routes import chat, models
+from magistral.chat.images import ImagePolicy
 from magistral.engine.registry import ModelRegistry
 from magistral.platform.store import Store
 
 MAX_BODY_BYTES = 128 * 1024 * 1024  # 8 images of 10 MB, base64-encoded, fit with room to spare
 
 
-def create_app(registry: ModelRegistry, store: Store) -> FastAPI:
+class BodySizeLimit:
+    """413 for a body announced larger than the limit, before any of it is read. Plain ASGI
+    (not BaseHTTPMiddleware), so handlers still see a client that hangs up."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            if length.isdigit() and int(length) > self.max_bytes:
+                response = error_response(APIError(
+                    413, f"Request body of {int(length)} bytes exceeds the limit of {self.max_bytes} bytes"))
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def create_app(registry: ModelRegistry, store: Store, image_policy: ImagePolicy | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
@@ -28,15 +46,10 @@ def create_app(registry: ModelRegistry, store: Store) -> FastAPI:
                   description="Mistral-compatible chat API served by magistral")
     app.state.registry = registry
     app.state.store = store
+    app.state.image_policy = image_policy or ImagePolicy()
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def limit_body_size(request: Request, call_next) -> JSONResponse:
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
-            return error_response(APIError(413, f"Request body of {int(length)} bytes exceeds the "
-                                           f"limit of {MAX_BODY_BYTES} bytes"))
-        return await call_next(request)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(chat.router)
     app.include_router(models.router)
 

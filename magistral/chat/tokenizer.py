@@ -62,7 +62,7 @@ class GGUFTokenizer:
 class IncrementalDecoder:
     """Turns a growing list of token ids into text deltas, holding back incomplete UTF-8."""
 
-    def __init__(self, tokenizer: GGUFTokenizer):
+    def __init__(self, tokenizer: GGUFTokenizer | Any):  # anything with decode(ids) -> str
         self._tokenizer = tokenizer
         self._ids: list[int] = []
         self._prefix = 0  # start of the window decoded for context

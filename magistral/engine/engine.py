@@ -13,10 +13,11 @@ import queue
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 
-from magistral.chat.tokenizer import GGUFTokenizer, IncrementalDecoder
+from magistral.chat.tokenizer import IncrementalDecoder
 from magistral.engine.sampling import Sampler, SamplingParams
 from magistral.engine.stops import StopMatcher
 from magistral.model.cache import KVCache
@@ -25,10 +26,17 @@ from magistral.model.transformer import Transformer
 PREFILL_CHUNK = 512  # prompt tokens per forward: bounds activation memory on long prompts
 
 
+class Detokenizer(Protocol):
+    stop_ids: set[int]
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
 @dataclass
 class GenerationRequest:
     prompt_ids: list[int]
     params: SamplingParams
+    images: list[torch.Tensor] = field(default_factory=list)  # for the [IMG] positions, in order
 
 
 @dataclass
@@ -49,6 +57,7 @@ class _Sequence:
     decoder: IncrementalDecoder
     stops: StopMatcher
     cache: KVCache | None = None
+    embeddings: torch.Tensor | None = None  # (1, prompt, dim) when the prompt has images
     position: int = 0
     generated: list[int] = field(default_factory=list)
     next_token: int | None = None
@@ -59,7 +68,7 @@ class _Sequence:
 
 
 class Engine:
-    def __init__(self, model: Transformer, tokenizer: GGUFTokenizer, max_active: int = 8):
+    def __init__(self, model: Transformer, tokenizer: Detokenizer, max_active: int = 8):
         self.model = model
         self.tokenizer = tokenizer
         self.max_context = model.args.max_seq_len
@@ -143,6 +152,9 @@ class Engine:
         if seq.cache is None:
             initial = min(self._capacity(seq), len(seq.request.prompt_ids) + 256)
             seq.cache = KVCache(self.model.args, initial, max_capacity=self._capacity(seq))
+            if seq.request.images:  # encode the images once; prefill chunks slice the result
+                ids = torch.tensor([seq.request.prompt_ids], dtype=torch.long)
+                seq.embeddings = self.model.embed(ids, seq.request.images)
         prompt = seq.request.prompt_ids
         if seq.position < len(prompt):  # prefill one chunk per turn
             chunk = prompt[seq.position:seq.position + PREFILL_CHUNK]
@@ -159,7 +171,11 @@ class Engine:
 
     def _forward(self, tokens: list[int], seq: _Sequence) -> torch.Tensor:
         ids = torch.tensor([tokens], dtype=torch.long)
-        logits = self.model(ids, start_pos=seq.position, cache=seq.cache, last_only=True)
+        embeddings = None
+        if seq.embeddings is not None and seq.position < seq.embeddings.shape[1]:
+            embeddings = seq.embeddings[:, seq.position:seq.position + len(tokens)]
+        logits = self.model(ids, start_pos=seq.position, cache=seq.cache, last_only=True,
+                            embeddings=embeddings)
         seq.position += len(tokens)
         return logits[0, -1]
 

@@ -1,4 +1,4 @@
-"""The models a server offers: weights + tokenizer + template + engine, found by id or alias."""
+"""The models a server offers: weights + prompt builder + engine, found by id or alias."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from magistral.chat.messages import template_messages
+from magistral.chat.prompt import EncodedPrompt, Prompter, TemplatePrompter
 from magistral.chat.template import ChatTemplate
 from magistral.chat.tokenizer import GGUFTokenizer
 from magistral.engine.engine import Engine
@@ -23,41 +23,38 @@ DEFAULT_ALIASES = ["magistral-medium-latest"]
 class ServedModel:
     id: str
     engine: Engine
-    tokenizer: GGUFTokenizer
-    template: ChatTemplate
+    prompter: Prompter
     max_context_length: int
     aliases: list[str] = field(default_factory=list)
     description: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
-    reasoning: bool = False  # writes [THINK] traces; gets the reasoning system prompt
-    vision: bool = False
     function_calling: bool = False
     default_temperature: float = 0.7
     owned_by: str = "magistral"
+    max_image_side: int = 0  # vision models: images are downscaled to this
+
+    @property
+    def reasoning(self) -> bool:  # writes [THINK] traces; gets the reasoning system prompt
+        return self.prompter.reasoning
+
+    @property
+    def vision(self) -> bool:
+        return self.prompter.vision
 
     def encode_chat(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
-                    safe_prompt: bool = False) -> list[int]:
-        """Validated API messages → prompt token ids.
-
-        A final assistant message with `prefix: true` is the start of the answer: the template
-        renders the conversation before it, then its text is appended verbatim.
-        """
-        prefix = ""
-        if messages[-1]["role"] == "assistant" and messages[-1].get("prefix"):
-            prefix = messages[-1].get("content") or ""
-            messages = messages[:-1]
-        rendered = self.template.render(template_messages(
-            messages, add_reasoning_prompt=reasoning_prompt and self.reasoning,
-            safe_prompt=safe_prompt))
-        if not isinstance(prefix, str):
-            prefix = "".join(c.get("text", "") for c in prefix)
-        return self.tokenizer.encode(rendered + prefix)
+                    safe_prompt: bool = False) -> EncodedPrompt:
+        return self.prompter.encode(messages, reasoning_prompt=reasoning_prompt, safe_prompt=safe_prompt)
 
 
 class ModelRegistry:
     def __init__(self, models: list[ServedModel]):
         self.models = models
-        self._by_name = {name: m for m in models for name in [m.id, *m.aliases]}
+        self._by_name: dict[str, ServedModel] = {}
+        for model in models:
+            for name in [model.id, *model.aliases]:
+                if name in self._by_name:
+                    raise ValueError(f"two models answer to the name {name!r}")
+                self._by_name[name] = model
 
     def get(self, name: str) -> ServedModel | None:
         return self._by_name.get(name)
@@ -67,21 +64,53 @@ class ModelRegistry:
             model.engine.shutdown()
 
 
-def load_model(spec: str | None = None, *, aliases: list[str] | None = None,
-               max_active: int = 8) -> ServedModel:
-    """`spec`: None or the default id for the embedded SmolLM2, else a path to a .gguf file."""
-    torch.set_grad_enabled(False)
-    is_default = spec in (None, "", DEFAULT_MODEL_ID, "default")
-    loaded = load_gguf(None if is_default else Path(spec))
+def _load_gguf_model(path: Path | None, max_active: int) -> ServedModel:
+    loaded = load_gguf(path)
     meta = loaded.metadata
     tokenizer = GGUFTokenizer(meta)
-    template = ChatTemplate(meta.get("tokenizer.chat_template"), tokenizer.bos_token,
-                            tokenizer.eos_token)
-    model_id = DEFAULT_MODEL_ID if is_default else loaded.path.stem.lower()
+    template = ChatTemplate(meta.get("tokenizer.chat_template"), tokenizer.bos_token, tokenizer.eos_token)
     reasoning = "[THINK]" in set(meta["tokenizer.ggml.tokens"])
+    is_default = path is None
+    model_id = DEFAULT_MODEL_ID if is_default else loaded.path.stem.lower()
     return ServedModel(
         id=model_id, engine=Engine(loaded.model, tokenizer, max_active=max_active),
-        tokenizer=tokenizer, template=template, max_context_length=loaded.model.args.max_seq_len,
-        aliases=list(DEFAULT_ALIASES if is_default and aliases is None else aliases or []),
-        description=f"{meta.get('general.name', model_id)} ({loaded.path.name})",
-        reasoning=reasoning)
+        prompter=TemplatePrompter(template, tokenizer, reasoning),
+        max_context_length=loaded.model.args.max_seq_len,
+        aliases=list(DEFAULT_ALIASES) if is_default else [],
+        description=f"{meta.get('general.name', model_id)} ({loaded.path.name})")
+
+
+def _load_mistral_model(folder: Path, max_active: int) -> ServedModel:
+    from magistral.chat.mistral_prompt import MistralPrompter
+    from magistral.model.checkpoints import load_consolidated, load_hf
+
+    tekken = folder / "tekken.json"
+    if not tekken.is_file():
+        raise FileNotFoundError(f"{folder} has no tekken.json: Mistral-family checkpoints are served "
+                                "with their mistral-common tokenizer")
+    model, _ = load_hf(folder) if (folder / "config.json").is_file() else load_consolidated(folder)
+    prompter = MistralPrompter(tekken)
+    if prompter.vision and model.args.vision is None:
+        raise ValueError(f"{folder}: tokenizer has an image config but the model has no vision encoder")
+    vision = model.args.vision
+    return ServedModel(
+        id=folder.name.lower(), engine=Engine(model, prompter.tokenizer, max_active=max_active),
+        prompter=prompter, max_context_length=model.args.max_seq_len,
+        description=f"{folder.name} ({'MoE ' if model.args.moe else ''}"
+                    f"{'vision ' if vision else ''}decoder, {sum(p.numel() for p in model.parameters())} "
+                    "parameters)",
+        max_image_side=vision.image_size if vision else 0)
+
+
+def load_model(spec: str | None = None, *, max_active: int = 8) -> ServedModel:
+    """`spec`: None or the default id for the embedded SmolLM2; a .gguf file; or a folder with a
+    Hugging Face (config.json) or Mistral (params.json) checkpoint and its tekken.json."""
+    torch.set_grad_enabled(False)
+    if spec in (None, "", DEFAULT_MODEL_ID, "default"):
+        return _load_gguf_model(None, max_active)
+    path = Path(spec)
+    if path.is_dir():
+        return _load_mistral_model(path, max_active)
+    if path.suffix == ".gguf" and path.is_file():
+        return _load_gguf_model(path, max_active)
+    raise FileNotFoundError(f"--model {spec}: not a .gguf file or a checkpoint folder")

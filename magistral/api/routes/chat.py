@@ -11,6 +11,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from mistral_common.exceptions import MistralCommonException
+from starlette.concurrency import run_in_threadpool
 
 from magistral.api.auth import require_key
 from magistral.api.content import assistant_message, segment_delta
@@ -18,6 +20,8 @@ from magistral.api.errors import APIError
 from magistral.api.schemas import ChatCompletionRequest
 from magistral.api.streaming import DONE, chunk
 from magistral.api.validation import check_capabilities, check_message_order
+from magistral.chat.images import ImageError, load_image
+from magistral.chat.prompt import EncodedPrompt
 from magistral.chat.reasoning import ReasoningSplitter
 from magistral.engine.engine import GenerationRequest
 from magistral.engine.registry import ServedModel
@@ -32,12 +36,13 @@ DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its cli
 class _Call:
     """One accepted request: its prompt, its clock, and its single usage row."""
 
-    def __init__(self, request: Request, key: KeyInfo, model: ServedModel, prompt_ids: list[int]):
+    def __init__(self, request: Request, key: KeyInfo, model: ServedModel, prompt: EncodedPrompt):
         self.id = uuid.uuid4().hex
         self.created = int(time.time())
         self.started = time.perf_counter()
         self.store = request.app.state.store
-        self.key, self.model, self.prompt_ids = key, model, prompt_ids
+        self.key, self.model, self.prompt = key, model, prompt
+        self.prompt_ids = prompt.ids
         self.metered = False
 
     def meter(self, completion_tokens: int, status: str) -> None:
@@ -64,7 +69,25 @@ def _sampling(req: ChatCompletionRequest, model: ServedModel, seed: int | None) 
                           frequency_penalty=req.frequency_penalty)
 
 
-def _prepare(req: ChatCompletionRequest, request: Request) -> tuple[ServedModel, list[int]]:
+async def _load_images(messages: list[dict[str, Any]], request: Request) -> None:
+    """Replace every image_url chunk by the decoded, checked image (in place)."""
+    policy = request.app.state.image_policy
+    chunks = [c for m in messages if isinstance(m.get("content"), list) for c in m["content"]
+              if c["type"] == "image_url"]
+    if len(chunks) > policy.max_images:
+        raise APIError(400, f"{len(chunks)} images in one request; the limit is {policy.max_images}",
+                       param="messages")
+    for part in chunks:
+        url = part["image_url"] if isinstance(part["image_url"], str) else part["image_url"]["url"]
+        try:
+            image = await load_image(url, policy)
+        except ImageError as exc:
+            raise APIError(exc.status, f"Invalid image: {exc}", param="messages") from exc
+        part.clear()
+        part.update(type="image", image=image)
+
+
+async def _prepare(req: ChatCompletionRequest, request: Request) -> tuple[ServedModel, EncodedPrompt]:
     model = request.app.state.registry.get(req.model)
     if model is None:
         raise APIError(404, f"Invalid model: '{req.model}' not found", param="model",
@@ -72,20 +95,25 @@ def _prepare(req: ChatCompletionRequest, request: Request) -> tuple[ServedModel,
     check_message_order(req)
     check_capabilities(req, model)
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
-    prompt_ids = model.encode_chat(messages, reasoning_prompt=req.wants_reasoning_prompt,
-                                   safe_prompt=req.safe_prompt)
-    if len(prompt_ids) >= model.max_context_length:
-        raise APIError(400, f"Prompt contains {len(prompt_ids)} tokens, too large for model "
+    await _load_images(messages, request)
+    try:
+        prompt = await run_in_threadpool(model.encode_chat, messages,
+                                         reasoning_prompt=req.wants_reasoning_prompt,
+                                         safe_prompt=req.safe_prompt)
+    except (ValueError, MistralCommonException) as exc:
+        raise APIError(400, f"Invalid messages: {exc}", param="messages") from exc
+    if len(prompt.ids) >= model.max_context_length:
+        raise APIError(400, f"Prompt contains {len(prompt.ids)} tokens, too large for model "
                        f"'{model.id}' with {model.max_context_length} maximum context length",
                        param="messages", code="context_length_exceeded")
-    return model, prompt_ids
+    return model, prompt
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(req: ChatCompletionRequest, request: Request,
                            key: KeyInfo = Depends(require_key)) -> Any:
-    model, prompt_ids = _prepare(req, request)
-    call = _Call(request, key, model, prompt_ids)
+    model, prompt = await _prepare(req, request)
+    call = _Call(request, key, model, prompt)
     if req.stream:
         return StreamingResponse(_stream(call, req), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -95,7 +123,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request,
 async def _run_one(call: _Call, params: SamplingParams, progress: list[int], index: int
                    ) -> tuple[str, str, int]:
     text, finish = "", "error"
-    generation = call.model.engine.generate(GenerationRequest(call.prompt_ids, params))
+    generation = call.model.engine.generate(GenerationRequest(call.prompt_ids, params, call.prompt.images))
     async with contextlib.aclosing(generation) as outputs:
         async for output in outputs:
             text += output.text
@@ -139,7 +167,7 @@ async def _stream(call: _Call, req: ChatCompletionRequest) -> AsyncIterator[byte
     splitter = ReasoningSplitter()
     tokens, status = 0, "disconnected"
     generation = call.model.engine.generate(
-        GenerationRequest(call.prompt_ids, _sampling(req, call.model, req.random_seed)))
+        GenerationRequest(call.prompt_ids, _sampling(req, call.model, req.random_seed), call.prompt.images))
     try:
         yield chunk(call.id, call.created, model_id, {"role": "assistant", "content": ""})
         async with contextlib.aclosing(generation) as outputs:

@@ -1,0 +1,128 @@
+"""Prompts for Mistral-family models through mistral-common: messages → token ids, images laid
+out as [IMG]…[IMG_BREAK]…[IMG_END] (preprocessed by our own encoder), thinking chunks as
+[THINK]…[/THINK]."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from mistral_common.protocol.instruct.chunk import ImageChunk, TextChunk, ThinkChunk
+from mistral_common.protocol.instruct.messages import (
+    AssistantMessage,
+    SystemMessage,
+    ToolMessage,
+    UserMessage,
+)
+from mistral_common.protocol.instruct.request import ChatCompletionRequest
+from mistral_common.protocol.instruct.tool_calls import FunctionCall, ToolCall
+from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
+from mistral_common.tokens.tokenizers.image import ImageEncoder, ImageEncoding
+from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+
+from magistral.chat.images import image_token_ids, preprocess, token_grid
+from magistral.chat.messages import SAFE_PROMPT
+from magistral.chat.prompt import EncodedPrompt
+from magistral.chat.reasoning import REASONING_SYSTEM_PROMPT
+
+VISIBLE_SPECIALS = ("[THINK]", "[/THINK]")
+
+
+class NativeImageEncoder(ImageEncoder):
+    """mistral-common's image hook, served by our preprocessing (magistral.chat.images)."""
+
+    def __call__(self, content: ImageChunk) -> ImageEncoding:  # type: ignore[override]
+        cfg, ids = self.image_config, self.special_ids
+        columns, rows = token_grid(*content.image.size, cfg.image_patch_size, cfg.spatial_merge_size,
+                                   cfg.max_image_size)
+        return ImageEncoding(
+            tokens=image_token_ids(columns, rows, ids.img, ids.img_break, ids.img_end),
+            image=preprocess(content.image, cfg.image_patch_size, cfg.spatial_merge_size,
+                             cfg.max_image_size))
+
+
+def _chunks(content: Any, *, allow_images: bool = True) -> Any:
+    if content is None or isinstance(content, str):
+        return content or ""
+    out = []
+    for chunk in content:
+        kind = chunk["type"]
+        if kind == "text":
+            out.append(TextChunk(text=chunk["text"]))
+        elif kind == "thinking":
+            out.append(ThinkChunk(thinking="".join(c["text"] for c in chunk["thinking"]),
+                                  closed=chunk.get("closed", True) is not False))
+        elif kind == "image" and allow_images:
+            out.append(ImageChunk(image=chunk["image"]))
+        else:
+            raise ValueError(f"content chunk of type {kind!r} is not allowed here")
+    return out
+
+
+def _message(m: dict[str, Any]) -> Any:
+    role = m["role"]
+    if role == "system":
+        return SystemMessage(content=_chunks(m["content"], allow_images=False))
+    if role == "user":
+        return UserMessage(content=_chunks(m.get("content")))
+    if role == "assistant":
+        calls = [ToolCall(id=c.get("id") or "null", function=FunctionCall(
+            name=c["function"]["name"], arguments=c["function"]["arguments"]
+            if isinstance(c["function"]["arguments"], str) else json.dumps(c["function"]["arguments"])))
+            for c in m.get("tool_calls") or []]
+        return AssistantMessage(content=_chunks(m.get("content"), allow_images=False) or None,
+                                tool_calls=calls or None, prefix=bool(m.get("prefix")))
+    return ToolMessage(content=_chunks(m.get("content"), allow_images=False),
+                       tool_call_id=m.get("tool_call_id"), name=m.get("name"))
+
+
+class TekkenTokenizer:
+    """The engine's view of a mistral-common tokenizer: decode (reasoning markers kept) and
+    the ids that end generation."""
+
+    def __init__(self, mistral: MistralTokenizer):
+        self._tok = mistral.instruct_tokenizer.tokenizer
+        self.vocab_size = self._tok.n_words
+        self.eos_id = self._tok.eos_id
+        self.stop_ids = {self._tok.eos_id}
+        visible = set()
+        for name in VISIBLE_SPECIALS:
+            try:
+                visible.add(self._tok.get_control_token(name))
+            except Exception:  # older tokenizers have no reasoning markers
+                pass
+        self._hidden = {i for i in range(self._tok.num_special_tokens) if i not in visible}
+        self.has_think = bool(visible)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode([i for i in ids if i not in self._hidden],
+                                special_token_policy=SpecialTokenPolicy.KEEP)
+
+
+class MistralPrompter:
+    def __init__(self, tokenizer_file: str | Path):
+        self.mistral = MistralTokenizer.from_file(str(tokenizer_file))
+        instruct = self.mistral.instruct_tokenizer
+        if instruct.image_encoder is not None:
+            old = instruct.image_encoder
+            instruct.image_encoder = NativeImageEncoder(old.image_config, old.special_ids)
+        self.tokenizer = TekkenTokenizer(self.mistral)
+        self.reasoning = self.tokenizer.has_think
+        self.vision = instruct.image_encoder is not None
+
+    def encode(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
+               safe_prompt: bool = False) -> EncodedPrompt:
+        converted = [_message(m) for m in messages]
+        if reasoning_prompt and self.reasoning and not any(m["role"] == "system" for m in messages):
+            converted.insert(0, SystemMessage(content=_chunks(REASONING_SYSTEM_PROMPT)))
+        if safe_prompt:
+            first = converted[0]
+            if isinstance(first, SystemMessage) and isinstance(first.content, str):
+                converted[0] = SystemMessage(content=f"{SAFE_PROMPT}\n\n{first.content}")
+            else:
+                converted.insert(0, SystemMessage(content=SAFE_PROMPT))
+        tokenized = self.mistral.encode_chat_completion(ChatCompletionRequest(messages=converted))
+        images = [torch.from_numpy(image) for image in tokenized.images]
+        return EncodedPrompt(ids=list(tokenized.tokens), images=images)

@@ -1,0 +1,49 @@
+"""Prompt builders: validated API messages → token ids (+ preprocessed images)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from magistral.chat.messages import template_messages
+from magistral.chat.template import ChatTemplate
+from magistral.chat.tokenizer import GGUFTokenizer
+
+
+@dataclass
+class EncodedPrompt:
+    ids: list[int]
+    images: list[torch.Tensor] = field(default_factory=list)  # (3, H, W) each, in prompt order
+
+
+class Prompter(Protocol):
+    reasoning: bool
+    vision: bool
+
+    def encode(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
+               safe_prompt: bool = False) -> EncodedPrompt: ...
+
+
+class TemplatePrompter:
+    """A GGUF model's own Jinja chat template over its own tokenizer."""
+
+    vision = False
+
+    def __init__(self, template: ChatTemplate, tokenizer: GGUFTokenizer, reasoning: bool = False):
+        self.template, self.tokenizer, self.reasoning = template, tokenizer, reasoning
+
+    def encode(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
+               safe_prompt: bool = False) -> EncodedPrompt:
+        """A final assistant message with `prefix: true` is the start of the answer: the
+        template renders the conversation before it, then its text is appended verbatim."""
+        prefix: Any = ""
+        if messages[-1]["role"] == "assistant" and messages[-1].get("prefix"):
+            prefix = messages[-1].get("content") or ""
+            messages = messages[:-1]
+        rendered = self.template.render(template_messages(
+            messages, add_reasoning_prompt=reasoning_prompt and self.reasoning, safe_prompt=safe_prompt))
+        if not isinstance(prefix, str):
+            prefix = "".join(c.get("text", "") for c in prefix)
+        return EncodedPrompt(ids=self.tokenizer.encode(rendered + prefix))
