@@ -100,3 +100,37 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         srv.process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         srv.process.kill()
+
+
+TINY_IMAGE = {"image_patch_size": 4, "max_image_size": 64, "spatial_merge_size": 2}
+
+
+def make_mistral3_checkpoint(folder: Path) -> Path:
+    """A tiny random Mistral 3 (text + vision) checkpoint in HF format with a v13 tekken.json:
+    the shape of Magistral Small, small enough for CI."""
+    import torch
+    import transformers
+
+    from magistral.chat.tekken import write_v13_tekken
+
+    torch.manual_seed(0)
+    text = transformers.MistralConfig(vocab_size=131072, hidden_size=64, intermediate_size=128,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      head_dim=16, max_position_embeddings=4096, rope_theta=1e9,
+                                      sliding_window=None, tie_word_embeddings=False,
+                                      initializer_range=0.3)  # peaked logits: greedy has no near-ties
+    vision = transformers.PixtralVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                              num_attention_heads=4, head_dim=8, patch_size=4,
+                                              image_size=64, hidden_act="silu", initializer_range=0.3)
+    config = transformers.Mistral3Config(vision_config=vision, text_config=text, image_token_index=10,
+                                         spatial_merge_size=2, tie_word_embeddings=False)
+    model = transformers.Mistral3ForConditionalGeneration(config).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    write_v13_tekken(folder / "tekken.json", image=TINY_IMAGE)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mistral3_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_mistral3_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-mistral3")

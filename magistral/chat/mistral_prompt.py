@@ -90,7 +90,7 @@ class TekkenTokenizer:
         visible = set()
         for name in VISIBLE_SPECIALS:
             try:
-                visible.add(self._tok.get_control_token(name))
+                visible.add(self._tok.get_special_token(name))
             except Exception:  # older tokenizers have no reasoning markers
                 pass
         self._hidden = {i for i in range(self._tok.num_special_tokens) if i not in visible}

@@ -25,6 +25,8 @@ def v13_tekken(image: dict[str, int] | None = None) -> dict[str, Any]:
     data = json.loads(SHIPPED_TEKKEN.read_text())
     data["config"]["version"] = "v13"
     names = {rank: name for rank, name in enumerate(V13_SPECIALS)} | V13_EXTRA
+    # ranks must be contiguous: unnamed ones get mistral-common's filler names
+    names = {rank: names.get(rank, f"<SPECIAL_{rank}>") for rank in range(max(names) + 1)}
     data["special_tokens"] = [{"rank": rank, "token_str": names[rank], "is_control": True}
                               for rank in sorted(names)]
     data.pop("multimodal", None)

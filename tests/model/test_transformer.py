@@ -49,3 +49,17 @@ def test_tied_output_head_shares_the_embedding() -> None:
     model = Transformer(tiny_args(tied_embeddings=True))
     model.tie_weights()
     assert model.output.weight.data_ptr() == model.tok_embeddings.weight.data_ptr()
+
+
+def test_magistral_medium_preset_counts_45b_on_meta() -> None:
+    from magistral.config import magistral_medium_args
+    args = magistral_medium_args()
+    with torch.device("meta"):
+        big = Transformer(args)
+    total = sum(p.numel() for p in big.parameters())
+    expert = 3 * args.dim * args.hidden_dim
+    active = total - args.n_layers * (args.moe.num_experts - args.moe.num_experts_per_tok) * expert
+    assert abs(total - 45e9) <= 0.05 * 45e9, total
+    assert 12e9 < active < 15e9
+    assert args.max_seq_len == 131072 and args.vocab_size == 131072 and args.rope_theta == 1e9
+    assert big.vision_encoder is not None and big.tok_embeddings.weight.is_meta
