@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import http.server
 import io
+import json
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,10 +77,26 @@ def stop(server: Server) -> None:
     server.process.wait(timeout=20)
 
 
+def consolidated_copy(checkpoint: Path, folder: Path) -> Path:
+    """The same weights in Mistral's own format (params.json + consolidated.safetensors)."""
+    from safetensors.torch import save_file
+
+    from magistral.model.checkpoints import load_hf, to_consolidated
+    params, tensors = to_consolidated(load_hf(checkpoint)[0])
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps(params))
+    save_file(tensors, folder / "consolidated.safetensors")
+    shutil.copy(checkpoint / "tekken.json", folder / "tekken.json")
+    return folder
+
+
 @pytest.fixture(scope="module")
 def open_server(mistral3_checkpoint: Path, tmp_path_factory) -> Iterator[Server]:
-    """Operator allowed private image hosts (on-premise use)."""
-    server = start_server(tmp_path_factory.mktemp("vision-open"), "--model", str(mistral3_checkpoint),
+    """Operator allowed private image hosts (on-premise use). Serves two models: the HF
+    checkpoint and its consolidated conversion."""
+    tmp = tmp_path_factory.mktemp("vision-open")
+    consolidated = consolidated_copy(mistral3_checkpoint, tmp / "tiny-mistral3-consolidated")
+    server = start_server(tmp, "--model", str(mistral3_checkpoint), "--model", str(consolidated),
                           "--allow-private-image-hosts")
     yield server
     stop(server)
@@ -112,10 +130,10 @@ def reference_answer(mistral3_checkpoint: Path) -> tuple[int, str, int]:
     return len(prompt.ids), prompter.tokenizer.decode(new), len(new)
 
 
-def ask(server: Server, image_url: str):
+def ask(server: Server, image_url: str, model: str = MODEL):
     from mistralai.client import Mistral
     client = Mistral(api_key=server.key, server_url=server.base_url)
-    return client.chat.complete(model=MODEL, temperature=0, max_tokens=MAX_TOKENS, prompt_mode=None,
+    return client.chat.complete(model=model, temperature=0, max_tokens=MAX_TOKENS, prompt_mode=None,
                                 messages=[{"role": "user", "content": [
                                     {"type": "text", "text": "Describe this."},
                                     {"type": "image_url", "image_url": image_url}]}])
@@ -126,6 +144,8 @@ def test_model_card_is_truthful(open_server: Server) -> None:
     card = Mistral(api_key=open_server.key, server_url=open_server.base_url).models.retrieve(model_id=MODEL)
     assert card.capabilities.vision and card.capabilities.reasoning
     assert card.max_context_length == 4096
+    models = Mistral(api_key=open_server.key, server_url=open_server.base_url).models.list().data
+    assert sorted(m.id for m in models) == [MODEL, f"{MODEL}-consolidated"]
 
 
 def test_base64_image_greedy_equals_transformers(open_server: Server, reference_answer) -> None:
@@ -135,6 +155,8 @@ def test_base64_image_greedy_equals_transformers(open_server: Server, reference_
     assert response.usage.prompt_tokens == prompt_tokens  # image tokens included
     assert response.usage.completion_tokens == completion_tokens
     assert response.choices[0].message.content == text
+    consolidated = ask(open_server, f"data:image/png;base64,{data}", model=f"{MODEL}-consolidated")
+    assert consolidated.choices[0].message.content == text
 
 
 def test_http_image_from_an_allowed_local_server(open_server: Server, image_servers,

@@ -167,3 +167,34 @@ def test_image_token_count_must_match_features(tmp_path: Path) -> None:
     ours, _ = load_hf(save(mistral3_reference(), tmp_path))
     with pytest.raises(ValueError, match="image tokens"):
         ours.embed(torch.tensor([[1, 10, 10, 13]]), images_two_sizes())
+
+
+def test_pixtral_llava_layout_matches_transformers(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    text = transformers.MistralConfig(**TEXT, rope_theta=1e6, sliding_window=None)
+    config = transformers.LlavaConfig(vision_config=vision_config(), text_config=text, image_token_index=10,
+                                      projector_hidden_act="gelu", vision_feature_layer=-1,
+                                      vision_feature_select_strategy="full", tie_word_embeddings=False)
+    reference = transformers.LlavaForConditionalGeneration(config).eval()
+    ours, _ = load_hf(save(reference, tmp_path))
+    assert ours.patch_merger is None and ours.pre_mm_projector_norm is None
+    image = images_two_sizes()[0]  # 16x24 px → 4x6 patches, no merging
+    layout = ([10] * 6 + [12]) * 4
+    layout[-1] = 13
+    ids = torch.tensor([[1, 3, *layout, 42, 4]])
+    with torch.no_grad():
+        theirs = reference(input_ids=ids, pixel_values=image[None],
+                           image_sizes=torch.tensor([list(image.shape[1:])])).logits
+        assert max_diff(ours(None, embeddings=ours.embed(ids, [image])), theirs) <= TOL
+
+
+def test_load_balancing_loss_matches_transformers(tmp_path: Path) -> None:
+    from transformers.models.mixtral.modeling_mixtral import load_balancing_loss_func
+
+    from magistral.model.moe import load_balancing_loss
+    ours, _ = load_hf(save(text_reference("mixtral").eval(), tmp_path))
+    with torch.no_grad():
+        ours(random_ids(30))
+    logits = [layer.feed_forward.router_logits for layer in ours.layers]
+    expected = load_balancing_loss_func(tuple(logits), num_experts=4, top_k=2)
+    assert torch.allclose(load_balancing_loss(logits, 4, 2), expected, atol=1e-6)
