@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(args.database_url)
     specs = args.model or [None]
-    models = [load_model(spec, max_active=args.max_active) for spec in specs]
+    models = [load_model(spec, max_active=args.max_active, quantize=args.quantize) for spec in specs]
     policy = ImagePolicy(allow_private_hosts=args.allow_private_image_hosts)
     app = create_app(ModelRegistry(models), store, policy)
     print(f"magistral: serving {', '.join(m.id for m in models)} on http://{args.host}:{args.port}",
@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "with tekken.json); repeatable (default: the embedded SmolLM2-135M-Instruct)")
     serve.add_argument("--max-active", type=int, default=8,
                        help="sequences generated at once per model; others wait in a queue")
+    serve.add_argument("--quantize", choices=["auto", "none", "bf16", "int4"], default="auto",
+                       help="serving weights: auto = int4 for GGUF files (their weights are 4-bit already), "
+                       "fp32 for safetensors checkpoints")
     serve.add_argument("--allow-private-image-hosts", action="store_true",
                        help="let image URLs reach loopback/private addresses (on-premise image servers)")
     serve.add_argument("--log-level", default="info")

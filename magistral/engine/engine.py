@@ -151,7 +151,8 @@ class Engine:
     def _step(self, seq: _Sequence) -> None:
         if seq.cache is None:
             initial = min(self._capacity(seq), len(seq.request.prompt_ids) + 256)
-            seq.cache = KVCache(self.model.args, initial, max_capacity=self._capacity(seq))
+            seq.cache = KVCache(self.model.args, initial, max_capacity=self._capacity(seq),
+                                dtype=self.model.tok_embeddings.weight.dtype)
             if seq.request.images:  # encode the images once; prefill chunks slice the result
                 ids = torch.tensor([seq.request.prompt_ids], dtype=torch.long)
                 seq.embeddings = self.model.embed(ids, seq.request.images)

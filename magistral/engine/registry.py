@@ -14,6 +14,7 @@ from magistral.chat.template import ChatTemplate
 from magistral.chat.tokenizer import GGUFTokenizer
 from magistral.engine.engine import Engine
 from magistral.model.load import load_gguf
+from magistral.model.quantize import quantize_model
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 DEFAULT_ALIASES = ["magistral-medium-latest"]
@@ -64,8 +65,9 @@ class ModelRegistry:
             model.engine.shutdown()
 
 
-def _load_gguf_model(path: Path | None, max_active: int) -> ServedModel:
+def _load_gguf_model(path: Path | None, max_active: int, quantize: str) -> ServedModel:
     loaded = load_gguf(path)
+    quantize_model(loaded.model, "int4" if quantize == "auto" else quantize)
     meta = loaded.metadata
     tokenizer = GGUFTokenizer(meta)
     template = ChatTemplate(meta.get("tokenizer.chat_template"), tokenizer.bos_token, tokenizer.eos_token)
@@ -80,7 +82,7 @@ def _load_gguf_model(path: Path | None, max_active: int) -> ServedModel:
         description=f"{meta.get('general.name', model_id)} ({loaded.path.name})")
 
 
-def _load_mistral_model(folder: Path, max_active: int) -> ServedModel:
+def _load_mistral_model(folder: Path, max_active: int, quantize: str) -> ServedModel:
     from magistral.chat.mistral_prompt import MistralPrompter
     from magistral.model.checkpoints import load_consolidated, load_hf
 
@@ -89,6 +91,7 @@ def _load_mistral_model(folder: Path, max_active: int) -> ServedModel:
         raise FileNotFoundError(f"{folder} has no tekken.json: Mistral-family checkpoints are served "
                                 "with their mistral-common tokenizer")
     model, _ = load_hf(folder) if (folder / "config.json").is_file() else load_consolidated(folder)
+    quantize_model(model, "none" if quantize == "auto" else quantize)
     prompter = MistralPrompter(tekken)
     if prompter.vision and model.args.vision is None:
         raise ValueError(f"{folder}: tokenizer has an image config but the model has no vision encoder")
@@ -102,15 +105,17 @@ def _load_mistral_model(folder: Path, max_active: int) -> ServedModel:
         max_image_side=vision.image_size if vision else 0)
 
 
-def load_model(spec: str | None = None, *, max_active: int = 8) -> ServedModel:
+def load_model(spec: str | None = None, *, max_active: int = 8, quantize: str = "auto") -> ServedModel:
     """`spec`: None or the default id for the embedded SmolLM2; a .gguf file; or a folder with a
-    Hugging Face (config.json) or Mistral (params.json) checkpoint and its tekken.json."""
+    Hugging Face (config.json) or Mistral (params.json) checkpoint and its tekken.json.
+    `quantize`: none | bf16 | int4 | auto (int4 for GGUF files, whose weights are 4-bit already;
+    none, i.e. fp32, for safetensors checkpoints)."""
     torch.set_grad_enabled(False)
     if spec in (None, "", DEFAULT_MODEL_ID, "default"):
-        return _load_gguf_model(None, max_active)
+        return _load_gguf_model(None, max_active, quantize)
     path = Path(spec)
     if path.is_dir():
-        return _load_mistral_model(path, max_active)
+        return _load_mistral_model(path, max_active, quantize)
     if path.suffix == ".gguf" and path.is_file():
-        return _load_gguf_model(path, max_active)
+        return _load_gguf_model(path, max_active, quantize)
     raise FileNotFoundError(f"--model {spec}: not a .gguf file or a checkpoint folder")

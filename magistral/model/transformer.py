@@ -71,7 +71,8 @@ class Transformer(nn.Module):
         h = self.tok_embeddings(tokens) if embeddings is None else embeddings
         seqlen = h.shape[1]
         cos, sin = self.rope_tables(start_pos + seqlen)
-        cos, sin = cos[start_pos:start_pos + seqlen], sin[start_pos:start_pos + seqlen]
+        cos = cos[start_pos:start_pos + seqlen].to(h.dtype)
+        sin = sin[start_pos:start_pos + seqlen].to(h.dtype)
         for layer in self.layers:
             h = layer(h, cos, sin, start_pos, cache)
         if last_only:

@@ -1,0 +1,87 @@
+"""Lean serving weights: bf16, or int4 weight-only linears (group-wise, asymmetric).
+
+Decoding one token reads every weight once, so on CPU its speed is set by bytes per weight.
+PyTorch's CPU int4 kernel (`_weight_int4pack_mm_for_cpu`) is fast for a few rows at a time but
+slower than bf16 matmul for many, so an int4 layer keeps a bf16 copy for prefill-sized inputs.
+Q4_1 GGUF weights (min + 15 steps per 32 values) re-quantize to int4 without loss: only the
+scales round to bf16. q/k/v and gate/up projections are fused to halve the calls per layer.
+The output head stays bf16.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from magistral.model.layers import Attention, FeedForward
+from magistral.model.transformer import Transformer
+
+GROUP = 32
+INT4_MAX_ROWS = 8  # above this many input rows the bf16 matmul is faster here
+
+
+def quantize_int4(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, in) float → packed int4 weight and (in/group, out, 2) bf16 scales and zeros."""
+    out_features, in_features = weight.shape
+    w = weight.float().reshape(out_features, in_features // group, group)
+    low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+    scale = ((high - low) / 15).clamp(min=1e-8)
+    q = ((w - low) / scale).round().clamp(0, 15).to(torch.int32).reshape(out_features, in_features)
+    zero = low + 8 * scale  # the kernel computes (q - 8) * scale + zero
+    scales_and_zeros = torch.stack([scale.squeeze(-1), zero.squeeze(-1)], -1).transpose(0, 1)
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)
+    return packed, scales_and_zeros.contiguous().to(torch.bfloat16)
+
+
+class Int4Linear(nn.Module):
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        packed, scales = quantize_int4(weight)
+        self.register_buffer("packed", packed)
+        self.register_buffer("scales_and_zeros", scales)
+        self.register_buffer("weight", weight.to(torch.bfloat16))  # for prefill-sized inputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)
+        if rows.shape[0] > INT4_MAX_ROWS:
+            out = rows.to(torch.bfloat16) @ self.weight.T
+        else:
+            out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.packed, GROUP,
+                                                              self.scales_and_zeros)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+def _linear(weight: torch.Tensor, mode: str) -> nn.Module:
+    if mode == "int4" and weight.shape[1] % GROUP == 0:
+        return Int4Linear(weight)
+    linear = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    linear.weight = nn.Parameter(weight.to(torch.bfloat16), requires_grad=False)
+    return linear
+
+
+def quantize_model(model: Transformer, mode: str) -> Transformer:
+    """In place: "none" keeps fp32; "bf16" casts; "int4" also makes the decoder's linears int4.
+    Vision encoder and MoE experts stay bf16."""
+    if mode == "none":
+        return model
+    if mode not in ("bf16", "int4"):
+        raise ValueError(f"unknown quantization {mode!r} (none, bf16, int4)")
+    with torch.no_grad():
+        for layer in model.layers:
+            attn: Attention = layer.attention
+            attn.wqkv = _linear(torch.cat([attn.wq.weight, attn.wk.weight, attn.wv.weight]), mode)
+            attn.wo = _linear(attn.wo.weight, mode)
+            del attn.wq, attn.wk, attn.wv
+            ffn = layer.feed_forward
+            if isinstance(ffn, FeedForward):
+                ffn.w13 = _linear(torch.cat([ffn.w1.weight, ffn.w3.weight]), mode)
+                ffn.w2 = _linear(ffn.w2.weight, mode)
+                del ffn.w1, ffn.w3
+        head = model.output.weight
+        model.to(torch.bfloat16)
+        # the head stays bf16: it is the Q8_0 embedding in GGUFs, and int4 would cost it ~12% error
+        model.output = _linear(head, "bf16")
+        if model.args.tied_embeddings:
+            model.tok_embeddings.weight = nn.Parameter(head.to(torch.bfloat16), requires_grad=False)
+    return model
