@@ -1,9 +1,10 @@
 """The generation engine: an async front over one worker thread that owns the model.
 
-Requests wait in a queue; up to `max_active` sequences are in flight at once and the worker
-steps them in turn (prefill, then one token each per round), so every stream makes progress.
-A consumer that stops listening (client hung up) marks its sequence cancelled and the worker
-drops it before the next step.
+Continuous batching: up to `max_active` sequences share one slot KV cache. Each round the
+worker prefills one chunk of one waiting prompt (so a long prompt cannot stall the others),
+then runs a single batched decode step for every running sequence. New requests join between
+rounds; finished or cancelled ones leave at once (their slot is refilled by the last one, so
+slots stay packed). A consumer that stops listening (client hung up) cancels its sequence.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import Protocol
 import torch
 
 from magistral.chat.tokenizer import IncrementalDecoder
+from magistral.engine.prefix_cache import PrefixCache
 from magistral.engine.sampling import Sampler, SamplingParams
 from magistral.engine.stops import StopMatcher
-from magistral.model.cache import KVCache
+from magistral.model.cache import SlotKVCache
+from magistral.model.quantize import dense_prefill
 from magistral.model.transformer import Transformer
 
-PREFILL_CHUNK = 512  # prompt tokens per forward: bounds activation memory on long prompts
+PREFILL_CHUNK = 512  # prompt tokens per forward: bounds activation memory, interleaves with decode
 
 
 class Detokenizer(Protocol):
@@ -46,6 +49,7 @@ class GenerationOutput:
     completion_tokens: int
     finish_reason: str | None = None  # stop | length | model_length | error
     error: str | None = None
+    cached_tokens: int = 0  # prompt tokens served from the prefix cache
 
 
 @dataclass
@@ -56,25 +60,35 @@ class _Sequence:
     sampler: Sampler
     decoder: IncrementalDecoder
     stops: StopMatcher
-    cache: KVCache | None = None
     embeddings: torch.Tensor | None = None  # (1, prompt, dim) when the prompt has images
-    position: int = 0
+    position: int = 0  # tokens in this sequence's cache slot
+    cached_tokens: int = 0
     generated: list[int] = field(default_factory=list)
     next_token: int | None = None
     cancelled: bool = False
+    started: bool = False
+
+    @property
+    def prefilling(self) -> bool:
+        return self.position < len(self.request.prompt_ids)
 
     def emit(self, output: GenerationOutput) -> None:
         self.loop.call_soon_threadsafe(self.outputs.put_nowait, output)
 
 
 class Engine:
-    def __init__(self, model: Transformer, tokenizer: Detokenizer, max_active: int = 8):
+    def __init__(self, model: Transformer, tokenizer: Detokenizer, max_active: int = 8,
+                 prefix_cache_mb: float = 256.0):
         self.model = model
         self.tokenizer = tokenizer
         self.max_context = model.args.max_seq_len
         self.max_active = max_active
+        self.dtype = model.tok_embeddings.weight.dtype
+        self.cache = SlotKVCache(model.args, slots=max_active, capacity=1024,
+                                 max_capacity=self.max_context, dtype=self.dtype)
+        self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
         self._incoming: queue.Queue[_Sequence] = queue.Queue()
-        self._active: list[_Sequence] = []
+        self._active: list[_Sequence] = []  # index = cache slot
         self._wake = threading.Event()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="magistral-engine", daemon=True)
@@ -121,18 +135,17 @@ class Engine:
     def _run(self) -> None:
         with torch.inference_mode():
             while not self._stopped:
+                for seq in [s for s in self._active if s.cancelled]:
+                    self._release(seq)
                 self._admit()
                 if not self._active:
                     self._wake.wait(timeout=0.5)
                     self._wake.clear()
                     continue
-                for seq in list(self._active):
-                    if seq.cancelled:
-                        self._active.remove(seq)
-                        continue
-                    try:
-                        self._step(seq)
-                    except Exception as exc:  # one bad sequence must not stop the others
+                try:
+                    self._round()
+                except Exception as exc:  # a failed forward fails the sequences in it, not the server
+                    for seq in list(self._active):
                         self._finish(seq, "error", error=f"{type(exc).__name__}: {exc}")
 
     def _admit(self) -> None:
@@ -141,46 +154,63 @@ class Engine:
                 seq = self._incoming.get_nowait()
             except queue.Empty:
                 return
-            if not seq.cancelled:
-                self._active.append(seq)
+            if seq.cancelled:
+                continue
+            self._active.append(seq)
+            if not seq.request.images:  # image features are not part of the token key
+                hit = self.prefix_cache.lookup(seq.request.prompt_ids)
+                if hit is not None:
+                    length, layers = hit
+                    self.cache.write(len(self._active) - 1, layers)
+                    seq.position = seq.cached_tokens = length
 
-    def _capacity(self, seq: _Sequence) -> int:
-        wanted = len(seq.request.prompt_ids) + (seq.request.params.max_tokens or self.max_context)
-        return min(wanted, self.max_context)
+    def _round(self) -> None:
+        waiting = [s for s in self._active if s.prefilling]
+        if waiting:
+            self._prefill_chunk(waiting[0])
+        if any(not s.prefilling and s.next_token is not None for s in self._active):
+            self._decode_step()
 
-    def _step(self, seq: _Sequence) -> None:
-        if seq.cache is None:
-            initial = min(self._capacity(seq), len(seq.request.prompt_ids) + 256)
-            seq.cache = KVCache(self.model.args, initial, max_capacity=self._capacity(seq),
-                                dtype=self.model.tok_embeddings.weight.dtype)
-            if seq.request.images:  # encode the images once; prefill chunks slice the result
-                ids = torch.tensor([seq.request.prompt_ids], dtype=torch.long)
-                seq.embeddings = self.model.embed(ids, seq.request.images)
+    def _prefill_chunk(self, seq: _Sequence) -> None:
         prompt = seq.request.prompt_ids
-        if seq.position < len(prompt):  # prefill one chunk per turn
-            chunk = prompt[seq.position:seq.position + PREFILL_CHUNK]
-            logits = self._forward(chunk, seq)
-            if seq.position < len(prompt):
-                return
-        else:
-            logits = self._forward([seq.next_token], seq)
+        slot = self._active.index(seq)
+        if seq.request.images and seq.embeddings is None:  # encode the images once
+            ids = torch.tensor([prompt], dtype=torch.long)
+            seq.embeddings = self.model.embed(ids, seq.request.images)
+        chunk = prompt[seq.position:seq.position + PREFILL_CHUNK]
+        embeddings = None
+        if seq.embeddings is not None:
+            embeddings = seq.embeddings[:, seq.position:seq.position + len(chunk)]
+        with dense_prefill():
+            logits = self.model(torch.tensor([chunk], dtype=torch.long), start_pos=seq.position,
+                                cache=self.cache.for_slot(slot), last_only=True, embeddings=embeddings)
+        seq.position += len(chunk)
+        if seq.prefilling:
+            return
+        if not seq.request.images:
+            self.prefix_cache.store(prompt, self.cache, slot)
         if seq.request.params.max_tokens == 0:
             return self._finish(seq, "length")
-        token = seq.sampler.sample(logits)
+        self._sample_and_accept(seq, logits[0, -1])
+
+    def _decode_step(self) -> None:
+        rows = self._active
+        # rows still prefilling ride along with a placeholder token at their next free position
+        # (the next prefill chunk overwrites it) so that slots stay a contiguous batch
+        tokens = [[s.next_token if not s.prefilling and s.next_token is not None else 0] for s in rows]
+        positions = [s.position for s in rows]
+        logits = self.model(torch.tensor(tokens, dtype=torch.long), cache=self.cache.for_decode(positions),
+                            positions=torch.tensor(positions))
+        decoded = [(row, s) for row, s in enumerate(rows) if not s.prefilling and s.next_token is not None]
+        for _, seq in decoded:  # every position first: finishing one moves another's slot
+            seq.position += 1
+        for row, seq in decoded:
+            if not seq.cancelled:
+                self._sample_and_accept(seq, logits[row, -1])
+
+    def _sample_and_accept(self, seq: _Sequence, logits: torch.Tensor) -> None:
+        token = seq.sampler.sample(logits.float())
         seq.sampler.observe(token)
-        self._accept(seq, token)
-
-    def _forward(self, tokens: list[int], seq: _Sequence) -> torch.Tensor:
-        ids = torch.tensor([tokens], dtype=torch.long)
-        embeddings = None
-        if seq.embeddings is not None and seq.position < seq.embeddings.shape[1]:
-            embeddings = seq.embeddings[:, seq.position:seq.position + len(tokens)]
-        logits = self.model(ids, start_pos=seq.position, cache=seq.cache, last_only=True,
-                            embeddings=embeddings)
-        seq.position += len(tokens)
-        return logits[0, -1]
-
-    def _accept(self, seq: _Sequence, token: int) -> None:
         if token in self.tokenizer.stop_ids:
             return self._finish(seq, "stop")
         seq.generated.append(token)
@@ -193,15 +223,27 @@ class Engine:
             return self._finish(seq, "length", text)
         if len(seq.request.prompt_ids) + len(seq.generated) >= self.max_context:
             return self._finish(seq, "model_length", text)
-        if text:
-            seq.emit(GenerationOutput(text=text, completion_tokens=len(seq.generated)))
+        if text or not seq.started:
+            seq.started = True
+            seq.emit(GenerationOutput(text=text, completion_tokens=len(seq.generated),
+                                      cached_tokens=seq.cached_tokens))
 
     def _finish(self, seq: _Sequence, reason: str, text: str = "", error: str | None = None,
                 at_stop_string: bool = False) -> None:
         if not at_stop_string:  # held-back text never completed a stop string: it is output
             text += seq.stops.flush()
-        seq.emit(GenerationOutput(text=text, completion_tokens=len(seq.generated),
-                                  finish_reason=reason, error=error))
+        seq.emit(GenerationOutput(text=text, completion_tokens=len(seq.generated), finish_reason=reason,
+                                  error=error, cached_tokens=seq.cached_tokens))
         seq.cancelled = True
-        if seq in self._active:
-            self._active.remove(seq)
+        self._release(seq)
+
+    def _release(self, seq: _Sequence) -> None:
+        """Free a sequence's slot; the last slot's sequence moves into it."""
+        if seq not in self._active:
+            return
+        slot, last = self._active.index(seq), len(self._active) - 1
+        if slot != last:
+            moved = self._active[last]
+            self.cache.move(last, slot, moved.position)
+            self._active[slot] = moved
+        self._active.pop()

@@ -10,6 +10,8 @@ from magistral.config import ModelArgs
 class KVCache:
     """Keys and values of every layer for one sequence batch: (B, n_kv_heads, capacity, head_dim)."""
 
+    mask = None  # all rows share positions
+
     def __init__(self, args: ModelArgs, capacity: int, max_capacity: int | None = None,
                  batch_size: int = 1, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu"):
@@ -40,3 +42,93 @@ class KVCache:
         self.keys[layer][:, :, start_pos:end] = k
         self.values[layer][:, :, start_pos:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+
+class SlotKVCache:
+    """One buffer pair per layer shared by up to `slots` sequences, (slots, n_kv, capacity, D),
+    so one decode step can attend for every running sequence at once. Sequences occupy slots
+    0..n-1 (the engine keeps them packed); capacity grows by doubling up to max_capacity."""
+
+    def __init__(self, args: ModelArgs, slots: int, capacity: int, max_capacity: int,
+                 dtype: torch.dtype = torch.float32):
+        self.args, self.slots, self.dtype = args, slots, dtype
+        self.capacity, self.max_capacity = min(capacity, max_capacity), max_capacity
+        shape = (slots, args.n_kv_heads, self.capacity, args.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype) for _ in range(args.n_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype) for _ in range(args.n_layers)]
+
+    def ensure(self, needed: int) -> None:
+        if needed <= self.capacity:
+            return
+        if needed > self.max_capacity:
+            raise ValueError(f"KV cache overflow: position {needed} > capacity {self.max_capacity}")
+        new_capacity = min(max(needed, 2 * self.capacity), self.max_capacity)
+        for store in (self.keys, self.values):
+            for i, old in enumerate(store):
+                new = old.new_zeros(*old.shape[:2], new_capacity, old.shape[3])
+                new[:, :, :self.capacity] = old
+                store[i] = new
+        self.capacity = new_capacity
+
+    def move(self, src: int, dst: int, length: int) -> None:
+        """Copy a sequence's cached positions to another slot (keeps the slots packed)."""
+        for store in (self.keys, self.values):
+            for buf in store:
+                buf[dst, :, :length] = buf[src, :, :length]
+
+    def read(self, slot: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(k, v) per layer for a slot's first `length` positions, as copies."""
+        return [(k[slot, :, :length].clone(), v[slot, :, :length].clone())
+                for k, v in zip(self.keys, self.values, strict=True)]
+
+    def write(self, slot: int, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        length = layers[0][0].shape[1]
+        self.ensure(length)
+        for (k, v), kbuf, vbuf in zip(layers, self.keys, self.values, strict=True):
+            kbuf[slot, :, :length] = k
+            vbuf[slot, :, :length] = v
+
+    def for_slot(self, slot: int) -> SlotView:
+        return SlotView(self, slot)
+
+    def for_decode(self, positions: list[int]) -> DecodeView:
+        return DecodeView(self, positions)
+
+
+class SlotView:
+    """One slot as a single-sequence cache (prefill writes here)."""
+
+    mask = None
+
+    def __init__(self, cache: SlotKVCache, slot: int):
+        self.cache, self.slot = cache, slot
+
+    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        end = start_pos + k.shape[2]
+        self.cache.ensure(end)
+        kbuf, vbuf = self.cache.keys[layer], self.cache.values[layer]
+        kbuf[self.slot:self.slot + 1, :, start_pos:end] = k
+        vbuf[self.slot:self.slot + 1, :, start_pos:end] = v
+        return kbuf[self.slot:self.slot + 1, :, :end], vbuf[self.slot:self.slot + 1, :, :end]
+
+
+class DecodeView:
+    """Slots 0..B-1 each take one new token at its own position; `mask` hides every slot's
+    positions beyond its own."""
+
+    def __init__(self, cache: SlotKVCache, positions: list[int]):
+        self.cache = cache
+        self.length = max(positions) + 1
+        cache.ensure(self.length)
+        self.rows = torch.arange(len(positions))
+        self.positions = torch.tensor(positions)
+        self.mask = (torch.arange(self.length)[None, :] <= self.positions[:, None])[:, None, None, :]
+
+    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = k.shape[0]
+        kbuf, vbuf = self.cache.keys[layer], self.cache.values[layer]
+        kbuf[self.rows, :, self.positions] = k[:, :, 0]
+        vbuf[self.rows, :, self.positions] = v[:, :, 0]
+        return kbuf[:batch, :, :self.length], vbuf[:batch, :, :self.length]

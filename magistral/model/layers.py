@@ -48,7 +48,9 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, D)
         if cache is not None:
             k, v = cache.update(self.layer_id, start_pos, k, v)  # (B, Hkv, start_pos+T, D)
-        if seqlen == 1:
+        if cache is not None and cache.mask is not None:  # batched decode: per-row lengths
+            mask, causal = cache.mask, False
+        elif seqlen == 1:
             mask, causal = None, False  # one new query sees every cached position
         elif start_pos == 0:
             mask, causal = None, True

@@ -10,6 +10,10 @@ The output head stays bf16.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 
@@ -34,6 +38,9 @@ def quantize_int4(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tenso
 
 
 class Int4Linear(nn.Module):
+    """int4 for decode steps, bf16 for prefill: a prompt gives the same numbers whether it is
+    computed whole or after a cached prefix (see `dense_prefill`)."""
+
     def __init__(self, weight: torch.Tensor):
         super().__init__()
         self.out_features, self.in_features = weight.shape
@@ -44,12 +51,25 @@ class Int4Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)
-        if rows.shape[0] > INT4_MAX_ROWS:
+        if getattr(_prefill, "active", False) or rows.shape[0] > INT4_MAX_ROWS:
             out = rows.to(torch.bfloat16) @ self.weight.T
         else:
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.packed, GROUP,
                                                               self.scales_and_zeros)
         return out.reshape(*x.shape[:-1], self.out_features)
+
+
+_prefill = threading.local()  # per engine thread: several models may run at once
+
+
+@contextmanager
+def dense_prefill() -> Iterator[None]:
+    """Within this block (on this thread) every Int4Linear uses its bf16 weights."""
+    previous, _prefill.active = getattr(_prefill, "active", False), True
+    try:
+        yield
+    finally:
+        _prefill.active = previous
 
 
 def _linear(weight: torch.Tensor, mode: str) -> nn.Module:

@@ -65,14 +65,21 @@ class Transformer(nn.Module):
         return h
 
     def forward(self, tokens: torch.Tensor | None, start_pos: int = 0, cache: KVCache | None = None,
-                last_only: bool = False, embeddings: torch.Tensor | None = None) -> torch.Tensor:
+                last_only: bool = False, embeddings: torch.Tensor | None = None,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (B, T) — or their embeddings (B, T, dim) — at positions [start_pos, start_pos+T)
-        → logits (B, T or 1, vocab)."""
+        → logits (B, T or 1, vocab). Batched decode passes `positions` (B,): one token per row,
+        each at its own position (with a DecodeView cache)."""
         h = self.tok_embeddings(tokens) if embeddings is None else embeddings
         seqlen = h.shape[1]
-        cos, sin = self.rope_tables(start_pos + seqlen)
-        cos = cos[start_pos:start_pos + seqlen].to(h.dtype)
-        sin = sin[start_pos:start_pos + seqlen].to(h.dtype)
+        if positions is not None:
+            cos, sin = self.rope_tables(int(positions.max()) + 1)
+            cos = cos[positions][:, None, None, :].to(h.dtype)  # (B, 1, 1, D): one position per row
+            sin = sin[positions][:, None, None, :].to(h.dtype)
+        else:
+            cos, sin = self.rope_tables(start_pos + seqlen)
+            cos = cos[start_pos:start_pos + seqlen].to(h.dtype)
+            sin = sin[start_pos:start_pos + seqlen].to(h.dtype)
         for layer in self.layers:
             h = layer(h, cos, sin, start_pos, cache)
         if last_only:

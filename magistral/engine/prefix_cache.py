@@ -1,0 +1,89 @@
+"""Prompt-prefix KV reuse: a repeated system prompt or earlier turns are not recomputed.
+
+Prompts are cut into blocks of BLOCK tokens and each block boundary gets a chained hash, so a
+new prompt finds the longest cached prefix it shares with any earlier one in one pass. Entries
+are evicted least-recently-used within a byte budget.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+
+from magistral.model.cache import SlotKVCache
+
+BLOCK = 32
+
+Layers = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass
+class _Entry:
+    tokens: list[int]
+    layers: Layers
+    nbytes: int
+    keys: list[int]
+
+
+def _chain(tokens: list[int], limit: int) -> list[tuple[int, int]]:
+    """(hash, length) at every full block boundary up to `limit` tokens."""
+    out, h = [], 0
+    for end in range(BLOCK, limit + 1, BLOCK):
+        h = hash((h, tuple(tokens[end - BLOCK:end])))
+        out.append((h, end))
+    return out
+
+
+class PrefixCache:
+    def __init__(self, budget_bytes: int):
+        self.budget = budget_bytes
+        self.used = 0
+        self.hits = self.misses = 0
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._index: dict[int, tuple[int, int]] = {}  # chain hash → (entry id, prefix length)
+        self._next_id = 0
+
+    def lookup(self, tokens: list[int]) -> tuple[int, Layers] | None:
+        """The longest cached prefix, leaving at least one token to compute the next logits."""
+        for h, length in reversed(_chain(tokens, len(tokens) - 1)):
+            found = self._index.get(h)
+            if found is None:
+                continue
+            entry = self._entries[found[0]]
+            if entry.tokens[:length] != tokens[:length]:  # a hash collision, not a match
+                continue
+            self._entries.move_to_end(found[0])
+            self.hits += 1
+            return length, [(k[:, :length], v[:, :length]) for k, v in entry.layers]
+        self.misses += 1
+        return None
+
+    def store(self, tokens: list[int], cache: SlotKVCache, slot: int) -> None:
+        """Keep the block-aligned prefix of a just-prefilled prompt (slot holds its KV)."""
+        chain = _chain(tokens, len(tokens) - 1)
+        if not chain or chain[-1][0] in self._index:
+            return
+        length = chain[-1][1]
+        layers = cache.read(slot, length)
+        nbytes = sum(k.numel() * k.element_size() * 2 for k, _ in layers)
+        if nbytes > self.budget:
+            return
+        while self.used + nbytes > self.budget:
+            self._evict()
+        entry_id, self._next_id = self._next_id, self._next_id + 1
+        self._entries[entry_id] = _Entry(tokens[:length], layers, nbytes, [h for h, _ in chain])
+        for h, n in chain:
+            self._index[h] = (entry_id, n)
+        self.used += nbytes
+
+    def _evict(self) -> None:
+        entry_id, entry = self._entries.popitem(last=False)
+        for h in entry.keys:
+            if self._index.get(h, (None,))[0] == entry_id:
+                del self._index[h]
+        self.used -= entry.nbytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
