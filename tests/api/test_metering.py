@@ -93,3 +93,33 @@ def test_non_streamed_client_hanging_up_stops_generation(server: Server) -> None
     finally:
         store.dispose()
     assert row.status == "disconnected" and 0 < row.completion_tokens < 2000
+
+
+def test_32_concurrent_streams_of_mixed_lengths(server: Server) -> None:
+    import concurrent.futures
+
+    def stream(i: int) -> tuple[str, str, int]:
+        body = {"model": "magistral-medium-latest", "stream": True, "temperature": 0,
+                "max_tokens": 4 + (i % 4) * 6,
+                "messages": [{"role": "user",
+                              "content": f"Say something about the number {i}. " * (1 + i % 3)}]}
+        text, finish, usage = "", None, None
+        with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body,
+                          headers=headers(server), timeout=300) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                choice = json.loads(line[6:])["choices"][0]
+                text += choice["delta"].get("content") or ""
+                finish = choice["finish_reason"] or finish
+                usage = json.loads(line[6:]).get("usage", usage)
+        return text, finish, usage["completion_tokens"]
+
+    server.wait_idle()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        results = list(pool.map(stream, range(32)))
+    for i, (text, finish, completion) in enumerate(results):
+        assert finish in ("stop", "length") and text.strip(), (i, text, finish)
+        assert 0 < completion <= 4 + (i % 4) * 6
+    assert server.wait_idle()["active_sequences"] == 0
