@@ -20,7 +20,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(args.database_url)
     specs = args.model or [None]
-    models = [load_model(spec, max_active=args.max_active, quantize=args.quantize) for spec in specs]
+    models = [load_model(spec, max_active=args.max_active, quantize=args.quantize, engine=args.engine)
+              for spec in specs]
     policy = ImagePolicy(allow_private_hosts=args.allow_private_image_hosts)
     app = create_app(ModelRegistry(models), store, policy)
     print(f"magistral: serving {', '.join(m.id for m in models)} on http://{args.host}:{args.port}",
@@ -96,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "with tekken.json); repeatable (default: the embedded SmolLM2-135M-Instruct)")
     serve.add_argument("--max-active", type=int, default=8,
                        help="sequences generated at once per model; others wait in a queue")
+    serve.add_argument("--engine", choices=["native", "llamacpp"], default="native",
+                       help="native: our PyTorch engine; llamacpp: llama.cpp on the same GGUF "
+                       "(pip install 'magistral[llamacpp]')")
     serve.add_argument("--quantize", choices=["auto", "none", "bf16", "int4"], default="auto",
                        help="serving weights: auto = int4 for GGUF files (their weights are 4-bit already), "
                        "fp32 for safetensors checkpoints")

@@ -1,8 +1,9 @@
 """Prompt-prefix KV reuse: a repeated system prompt or earlier turns are not recomputed.
 
 Prompts are cut into blocks of BLOCK tokens and each block boundary gets a chained hash, so a
-new prompt finds the longest cached prefix it shares with any earlier one in one pass. Entries
-are evicted least-recently-used within a byte budget.
+new prompt finds the longest cached prefix it shares with any earlier one in one pass; the
+whole prompt but its last token gets a key too, so a repeated prompt reuses nearly all of it.
+Entries are evicted least-recently-used within a byte budget.
 """
 
 from __future__ import annotations
@@ -28,11 +29,15 @@ class _Entry:
 
 
 def _chain(tokens: list[int], limit: int) -> list[tuple[int, int]]:
-    """(hash, length) at every full block boundary up to `limit` tokens."""
+    """(hash, length) at every full block boundary up to `limit` tokens, then at `limit` itself
+    (so that a repeated prompt reuses all but its last token)."""
     out, h = [], 0
     for end in range(BLOCK, limit + 1, BLOCK):
         h = hash((h, tuple(tokens[end - BLOCK:end])))
         out.append((h, end))
+    aligned = out[-1][1] if out else 0
+    if limit > aligned:
+        out.append((hash((h, tuple(tokens[aligned:limit]), "tail")), limit))
     return out
 
 
@@ -61,7 +66,7 @@ class PrefixCache:
         return None
 
     def store(self, tokens: list[int], cache: SlotKVCache, slot: int) -> None:
-        """Keep the block-aligned prefix of a just-prefilled prompt (slot holds its KV)."""
+        """Keep a just-prefilled prompt's KV (all but its last token; the slot holds it)."""
         chain = _chain(tokens, len(tokens) - 1)
         if not chain or chain[-1][0] in self._index:
             return

@@ -23,7 +23,7 @@ DEFAULT_ALIASES = ["magistral-medium-latest"]
 @dataclass
 class ServedModel:
     id: str
-    engine: Engine
+    engine: Any  # Engine, or a backend with the same interface (engine/backends/)
     prompter: Prompter
     max_context_length: int
     aliases: list[str] = field(default_factory=list)
@@ -65,19 +65,24 @@ class ModelRegistry:
             model.engine.shutdown()
 
 
-def _load_gguf_model(path: Path | None, max_active: int, quantize: str) -> ServedModel:
+def _load_gguf_model(path: Path | None, max_active: int, quantize: str, engine: str) -> ServedModel:
     loaded = load_gguf(path)
-    quantize_model(loaded.model, "int4" if quantize == "auto" else quantize)
     meta = loaded.metadata
     tokenizer = GGUFTokenizer(meta)
+    if engine == "llamacpp":
+        from magistral.engine.backends.llamacpp import LlamaCppEngine
+        runner: Any = LlamaCppEngine(loaded.path, tokenizer, n_ctx=loaded.model.args.max_seq_len)
+        del loaded.model  # llama.cpp holds its own copy of the weights
+    else:
+        quantize_model(loaded.model, "int4" if quantize == "auto" else quantize)
+        runner = Engine(loaded.model, tokenizer, max_active=max_active)
     template = ChatTemplate(meta.get("tokenizer.chat_template"), tokenizer.bos_token, tokenizer.eos_token)
     reasoning = "[THINK]" in set(meta["tokenizer.ggml.tokens"])
     is_default = path is None
     model_id = DEFAULT_MODEL_ID if is_default else loaded.path.stem.lower()
     return ServedModel(
-        id=model_id, engine=Engine(loaded.model, tokenizer, max_active=max_active),
-        prompter=TemplatePrompter(template, tokenizer, reasoning),
-        max_context_length=loaded.model.args.max_seq_len,
+        id=model_id, engine=runner, prompter=TemplatePrompter(template, tokenizer, reasoning),
+        max_context_length=int(meta[f"{meta['general.architecture']}.context_length"]),
         aliases=list(DEFAULT_ALIASES) if is_default else [],
         description=f"{meta.get('general.name', model_id)} ({loaded.path.name})")
 
@@ -105,17 +110,20 @@ def _load_mistral_model(folder: Path, max_active: int, quantize: str) -> ServedM
         max_image_side=vision.image_size if vision else 0)
 
 
-def load_model(spec: str | None = None, *, max_active: int = 8, quantize: str = "auto") -> ServedModel:
+def load_model(spec: str | None = None, *, max_active: int = 8, quantize: str = "auto",
+               engine: str = "native") -> ServedModel:
     """`spec`: None or the default id for the embedded SmolLM2; a .gguf file; or a folder with a
     Hugging Face (config.json) or Mistral (params.json) checkpoint and its tekken.json.
     `quantize`: none | bf16 | int4 | auto (int4 for GGUF files, whose weights are 4-bit already;
-    none, i.e. fp32, for safetensors checkpoints)."""
+    none, i.e. fp32, for safetensors checkpoints). `engine`: native, or llamacpp (GGUF files only)."""
     torch.set_grad_enabled(False)
     if spec in (None, "", DEFAULT_MODEL_ID, "default"):
-        return _load_gguf_model(None, max_active, quantize)
+        return _load_gguf_model(None, max_active, quantize, engine)
     path = Path(spec)
     if path.is_dir():
+        if engine != "native":
+            raise ValueError(f"--engine {engine} serves GGUF files only; {spec} is a checkpoint folder")
         return _load_mistral_model(path, max_active, quantize)
     if path.suffix == ".gguf" and path.is_file():
-        return _load_gguf_model(path, max_active, quantize)
+        return _load_gguf_model(path, max_active, quantize, engine)
     raise FileNotFoundError(f"--model {spec}: not a .gguf file or a checkpoint folder")

@@ -29,9 +29,10 @@ def test_lookup_finds_the_longest_shared_block_prefix() -> None:
     length, layers = prefix.lookup(tokens[:70] + [1, 2, 3])
     assert length == 64  # two full blocks shared
     assert torch.equal(layers[0][0], cache.keys[0][0, :, :64])
-    assert prefix.lookup(tokens[:BLOCK]) is None  # one token must be left to compute
+    assert prefix.lookup(tokens)[0] == 99  # the same prompt again: all but the last token
+    assert prefix.lookup(tokens[:BLOCK]) is None  # shares less than a block with the stored prompt
     assert prefix.lookup([7] * 50) is None
-    assert (prefix.hits, prefix.misses) == (1, 2)
+    assert (prefix.hits, prefix.misses) == (2, 2)
 
 
 def test_eviction_keeps_the_budget() -> None:

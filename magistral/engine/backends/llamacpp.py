@@ -1,0 +1,116 @@
+"""llama.cpp (through llama-cpp-python) serving the same GGUF, for users who prefer it and for
+side-by-side benchmarks. Optional: `pip install magistral[llamacpp]` (it compiles llama.cpp).
+
+Prompts are built and detokenized by our own code, so both engines see the same token ids and
+apply stop strings the same way; llama.cpp samples. One llama.cpp context serves one sequence
+at a time (requests queue); it reuses the KV of the longest prefix shared with the previous
+prompt, which is llama.cpp's own prefix cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import queue
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from magistral.chat.tokenizer import IncrementalDecoder
+from magistral.engine.engine import Detokenizer, GenerationOutput, GenerationRequest
+from magistral.engine.stops import StopMatcher
+
+
+class LlamaCppEngine:
+    def __init__(self, gguf_path: Path, tokenizer: Detokenizer, n_ctx: int, n_threads: int | None = None):
+        try:
+            from llama_cpp import Llama
+        except ImportError as exc:
+            raise RuntimeError("the llama.cpp engine needs llama-cpp-python: "
+                               "pip install 'magistral[llamacpp]'") from exc
+        self.llm = Llama(model_path=str(gguf_path), n_ctx=n_ctx, n_threads=n_threads or os.cpu_count(),
+                         n_batch=512, verbose=False, logits_all=False)
+        self.tokenizer = tokenizer
+        self.max_context = n_ctx
+        self._jobs: queue.Queue = queue.Queue()
+        self._busy = False
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="llamacpp-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def active_count(self) -> int:
+        return int(self._busy)
+
+    @property
+    def queued_count(self) -> int:
+        return self._jobs.qsize()
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationOutput]:
+        if request.images:
+            raise ValueError("the llama.cpp engine serves text only")
+        loop = asyncio.get_running_loop()
+        outputs: asyncio.Queue = asyncio.Queue()
+        cancelled = threading.Event()
+        self._jobs.put((request, loop, outputs, cancelled))
+        try:
+            while True:
+                output = await outputs.get()
+                yield output
+                if output.finish_reason is not None:
+                    return
+        finally:
+            cancelled.set()
+
+    def shutdown(self) -> None:
+        self._stopped = True
+        self._jobs.put(None)
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopped:
+            job = self._jobs.get()
+            if job is None:
+                return
+            request, loop, outputs, cancelled = job
+            if cancelled.is_set():
+                continue
+            self._busy = True
+
+            def emit(output: GenerationOutput, loop=loop, outputs=outputs) -> None:
+                loop.call_soon_threadsafe(outputs.put_nowait, output)
+            try:
+                self._serve(request, emit, cancelled)
+            except Exception as exc:
+                emit(GenerationOutput("", 0, finish_reason="error", error=f"{type(exc).__name__}: {exc}"))
+            finally:
+                self._busy = False
+
+    def _serve(self, request: GenerationRequest, emit, cancelled: threading.Event) -> None:
+        p = request.params
+        if p.seed is not None:
+            self.llm.set_seed(p.seed)
+        decoder, stops = IncrementalDecoder(self.tokenizer), StopMatcher(p.stop)
+        limit = self.max_context - len(request.prompt_ids)
+        max_tokens = limit if p.max_tokens is None else min(p.max_tokens, limit)
+        generated = 0
+        if max_tokens <= 0:
+            reason = "length" if p.max_tokens == 0 else "model_length"
+            return emit(GenerationOutput("", 0, finish_reason=reason))
+        tokens = self.llm.generate(request.prompt_ids, temp=p.temperature, top_p=p.top_p, top_k=0, min_p=0.0,
+                                   repeat_penalty=1.0, presence_penalty=p.presence_penalty,
+                                   frequency_penalty=p.frequency_penalty, reset=True)
+        for token in tokens:
+            if cancelled.is_set():
+                return
+            if token in self.tokenizer.stop_ids:
+                return emit(GenerationOutput(stops.flush(), generated, finish_reason="stop"))
+            generated += 1
+            text, stopped = stops.feed(decoder.push(token))
+            if stopped:
+                return emit(GenerationOutput(text, generated, finish_reason="stop"))
+            if generated >= max_tokens:
+                reason = "length" if p.max_tokens is not None and generated >= p.max_tokens \
+                    else "model_length"
+                return emit(GenerationOutput(text + stops.flush(), generated, finish_reason=reason))
+            emit(GenerationOutput(text, generated))
