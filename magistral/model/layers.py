@@ -19,9 +19,22 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # one fused op, fp32
         return self.weight * normed.type_as(x)
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+                     ) -> torch.Tensor:
+    """One query per row: q (B, H, 1, D) over k/v (B, Hkv, L, D), mask (B, 1, 1, L) or None.
+    Plain matmuls beat the fused CPU kernel at this size; query heads are grouped per KV head."""
+    bsz, n_heads, _, head_dim = q.shape
+    n_kv = k.shape[1]
+    grouped = q.reshape(bsz, n_kv, n_heads // n_kv, head_dim)
+    scores = (grouped @ k.transpose(-1, -2)).float() * head_dim ** -0.5  # (B, Hkv, group, L)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    out = torch.softmax(scores, dim=-1).to(v.dtype) @ v  # (B, Hkv, group, D)
+    return out.reshape(bsz, n_heads, 1, head_dim)
 
 
 class Attention(nn.Module):
@@ -48,18 +61,17 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, D)
         if cache is not None:
             k, v = cache.update(self.layer_id, start_pos, k, v)  # (B, Hkv, start_pos+T, D)
-        if cache is not None and cache.mask is not None:  # batched decode: per-row lengths
-            mask, causal = cache.mask, False
-        elif seqlen == 1:
-            mask, causal = None, False  # one new query sees every cached position
-        elif start_pos == 0:
-            mask, causal = None, True
-        else:  # a prompt chunk after cached positions: causal within the chunk, full before it
-            total = start_pos + seqlen
-            mask = torch.ones(seqlen, total, dtype=torch.bool, device=x.device).tril(start_pos)
-            causal = False
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                             enable_gqa=self.n_heads != self.n_kv_heads)
+        if seqlen == 1:
+            out = decode_attention(q, k, v, cache.mask if cache is not None else None)
+        else:
+            if start_pos == 0:
+                mask, causal = None, True
+            else:  # a prompt chunk after cached positions: causal within the chunk, full before it
+                total = start_pos + seqlen
+                mask = torch.ones(seqlen, total, dtype=torch.bool, device=x.device).tril(start_pos)
+                causal = False
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
+                                                 enable_gqa=self.n_heads != self.n_kv_heads)
         return self.wo(out.transpose(1, 2).reshape(bsz, seqlen, -1))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from magistral.platform.keys import KeyInfo
 from magistral.platform.metering import Usage, record_usage
 
 router = APIRouter()
+log = logging.getLogger("magistral.api")
 DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its client is still there
 
 
@@ -130,6 +132,8 @@ async def _run_one(call: _Call, params: SamplingParams, progress: list[int], ind
             progress[index] = output.completion_tokens
             if output.finish_reason:
                 finish = output.finish_reason
+            if output.error:
+                log.error("request %s: engine error: %s", call.id, output.error)
     return text, finish, progress[index]
 
 
@@ -178,6 +182,8 @@ async def _stream(call: _Call, req: ChatCompletionRequest) -> AsyncIterator[byte
                     segments += splitter.flush()
                 for seg in segments:
                     yield chunk(call.id, call.created, model_id, segment_delta(seg))
+                if output.error:
+                    log.error("request %s: engine error: %s", call.id, output.error)
                 if output.finish_reason:
                     status = output.finish_reason
                     call.meter(tokens, status)  # durable before the client sees the end
