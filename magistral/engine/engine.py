@@ -70,7 +70,9 @@ class _Sequence:
 
     @property
     def prefilling(self) -> bool:
-        return self.position < len(self.request.prompt_ids)
+        """The last prompt token is not prefilled: the first decode step computes it (so a
+        prompt gives the same numbers whether its prefix came from the cache or not)."""
+        return self.position < len(self.request.prompt_ids) - 1
 
     def emit(self, output: GenerationOutput) -> None:
         self.loop.call_soon_threadsafe(self.outputs.put_nowait, output)
@@ -163,6 +165,8 @@ class Engine:
                     length, layers = hit
                     self.cache.write(len(self._active) - 1, layers)
                     seq.position = seq.cached_tokens = length
+            if not seq.prefilling:
+                self._prefilled(seq)
 
     def _round(self) -> None:
         waiting = [s for s in self._active if s.prefilling]
@@ -177,27 +181,33 @@ class Engine:
         if seq.request.images and seq.embeddings is None:  # encode the images once
             ids = torch.tensor([prompt], dtype=torch.long)
             seq.embeddings = self.model.embed(ids, seq.request.images)
-        chunk = prompt[seq.position:seq.position + PREFILL_CHUNK]
+        chunk = prompt[seq.position:min(seq.position + PREFILL_CHUNK, len(prompt) - 1)]
         embeddings = None
         if seq.embeddings is not None:
             embeddings = seq.embeddings[:, seq.position:seq.position + len(chunk)]
         with dense_prefill():
-            logits = self.model(torch.tensor([chunk], dtype=torch.long), start_pos=seq.position,
-                                cache=self.cache.for_slot(slot), last_only=True, embeddings=embeddings)
+            self.model(torch.tensor([chunk], dtype=torch.long), start_pos=seq.position,
+                       cache=self.cache.for_slot(slot), embeddings=embeddings, hidden_only=True)
         seq.position += len(chunk)
-        if seq.prefilling:
-            return
-        if not seq.request.images:
-            self.prefix_cache.store(prompt, self.cache, slot)
+        if not seq.prefilling:
+            if not seq.request.images:
+                self.prefix_cache.store(prompt[:seq.position], self.cache, slot)
+            self._prefilled(seq)
+
+    def _prefilled(self, seq: _Sequence) -> None:
+        """The prompt but its last token is cached: that token is the first decode input."""
         if seq.request.params.max_tokens == 0:
             return self._finish(seq, "length")
-        self._sample_and_accept(seq, logits[0, -1])
+        seq.next_token = seq.request.prompt_ids[-1]
 
     def _decode_step(self) -> None:
         rows = self._active
         # rows still prefilling ride along with a placeholder token at their next free position
         # (the next prefill chunk overwrites it) so that slots stay a contiguous batch
         tokens = [[s.next_token if not s.prefilling and s.next_token is not None else 0] for s in rows]
+        if self.model.args.vision is not None and any(t[0] == self.model.args.vision.image_token_id
+                                                      for t in tokens):
+            raise ValueError("a prompt must not end with an image token")
         positions = [s.position for s in rows]
         logits = self.model(torch.tensor(tokens, dtype=torch.long), cache=self.cache.for_decode(positions),
                             positions=torch.tensor(positions))

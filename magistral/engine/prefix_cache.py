@@ -51,7 +51,7 @@ class PrefixCache:
         self._next_id = 0
 
     def lookup(self, tokens: list[int]) -> tuple[int, Layers] | None:
-        """The longest cached prefix, leaving at least one token to compute the next logits."""
+        """The longest cached prefix, leaving at least the last token to compute."""
         for h, length in reversed(_chain(tokens, len(tokens) - 1)):
             found = self._index.get(h)
             if found is None:
@@ -66,8 +66,9 @@ class PrefixCache:
         return None
 
     def store(self, tokens: list[int], cache: SlotKVCache, slot: int) -> None:
-        """Keep a just-prefilled prompt's KV (all but its last token; the slot holds it)."""
-        chain = _chain(tokens, len(tokens) - 1)
+        """Keep the KV of `tokens`, a prompt without its last token (the slot holds it); a
+        later prompt that starts with them reuses it."""
+        chain = _chain(tokens, len(tokens))
         if not chain or chain[-1][0] in self._index:
             return
         length = chain[-1][1]

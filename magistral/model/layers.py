@@ -50,15 +50,16 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 start_pos: int, cache: KVCache | None) -> torch.Tensor:
         bsz, seqlen, _ = x.shape
-        if hasattr(self, "wqkv"):  # fused for serving (model/quantize.py)
-            kv_width = self.n_kv_heads * self.head_dim
-            q, k, v = self.wqkv(x).split([self.n_heads * self.head_dim, kv_width, kv_width], dim=-1)
+        if hasattr(self, "wqkv"):  # fused for serving (model/quantize.py): one matmul, one rope
+            qkv = self.wqkv(x).view(bsz, seqlen, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
+            qk = apply_rope(qkv[:, :, :self.n_heads + self.n_kv_heads].transpose(1, 2), cos, sin)
+            q, k = qk.split([self.n_heads, self.n_kv_heads], dim=1)
+            v = qkv[:, :, self.n_heads + self.n_kv_heads:].transpose(1, 2)
         else:
-            q, k, v = self.wq(x), self.wk(x), self.wv(x)
-        q = q.view(bsz, seqlen, self.n_heads, self.head_dim).transpose(1, 2)
-        k = k.view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, D)
+            q = self.wq(x).view(bsz, seqlen, self.n_heads, self.head_dim).transpose(1, 2)
+            k = self.wk(x).view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            v = self.wv(x).view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, D)
         if cache is not None:
             k, v = cache.update(self.layer_id, start_pos, k, v)  # (B, Hkv, start_pos+T, D)
         if seqlen == 1:

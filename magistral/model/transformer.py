@@ -66,10 +66,10 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor | None, start_pos: int = 0, cache: KVCache | None = None,
                 last_only: bool = False, embeddings: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+                positions: torch.Tensor | None = None, hidden_only: bool = False) -> torch.Tensor | None:
         """tokens (B, T) — or their embeddings (B, T, dim) — at positions [start_pos, start_pos+T)
         → logits (B, T or 1, vocab). Batched decode passes `positions` (B,): one token per row,
-        each at its own position (with a DecodeView cache)."""
+        each at its own position (with a DecodeView cache). `hidden_only` skips the output head."""
         h = self.tok_embeddings(tokens) if embeddings is None else embeddings
         seqlen = h.shape[1]
         if positions is not None:
@@ -82,6 +82,8 @@ class Transformer(nn.Module):
             sin = sin[start_pos:start_pos + seqlen].to(h.dtype)
         for layer in self.layers:
             h = layer(h, cos, sin, start_pos, cache)
+        if hidden_only:  # prefill that only fills the cache
+            return None
         if last_only:
             h = h[:, -1:]
         return self.output(self.norm(h)).float()

@@ -25,7 +25,7 @@ def test_lookup_finds_the_longest_shared_block_prefix() -> None:
     tokens = torch.randint(0, 256, (100,)).tolist()
     with torch.no_grad():
         model(torch.tensor([tokens]), 0, cache.for_slot(0))
-    prefix.store(tokens, cache, 0)
+    prefix.store(tokens[:-1], cache, 0)  # as the engine does: the prompt but its last token
     length, layers = prefix.lookup(tokens[:70] + [1, 2, 3])
     assert length == 64  # two full blocks shared
     assert torch.equal(layers[0][0], cache.keys[0][0, :, :64])
@@ -42,12 +42,12 @@ def test_eviction_keeps_the_budget() -> None:
     prefix = PrefixCache(budget_bytes=3 * per_block)
     prompts = [[i] * (BLOCK + 1) for i in range(5)]  # one block each
     for prompt in prompts:
-        prefix.store(prompt, cache, 0)
+        prefix.store(prompt[:-1], cache, 0)
         assert prefix.used <= prefix.budget
     assert len(prefix) == 3
     assert prefix.lookup(prompts[0]) is None and prefix.lookup(prompts[4]) is not None
     prefix.lookup(prompts[2])  # recently used: survives the next eviction
-    prefix.store([9] * (BLOCK + 1), cache, 0)
+    prefix.store([9] * BLOCK, cache, 0)
     assert prefix.lookup(prompts[2]) is not None and prefix.lookup(prompts[3]) is None
 
 
@@ -73,3 +73,25 @@ def test_engine_prefix_hit_gives_cold_tokens(loaded: LoadedModel, tokenizer: GGU
     assert [c for _, c in cold] == [0, 0]
     assert warm[0][1] == 0 and warm[1][1] >= 64  # the second prompt reuses the shared system prompt
     assert [t for t, _ in warm] == [t for t, _ in cold]
+
+
+def test_seeded_sampling_repeats_exactly_through_the_cache(loaded: LoadedModel,
+                                                           tokenizer: GGUFTokenizer) -> None:
+    import copy
+
+    from magistral.model.quantize import quantize_model
+    template = ChatTemplate(loaded.metadata["tokenizer.chat_template"])
+    ids = tokenizer.encode(template.render([{"role": "user", "content": "Tell me a joke."}]))
+    params = SamplingParams(temperature=1.0, top_p=0.95, seed=5, max_tokens=40)
+
+    async def run(engine: Engine):
+        outputs = [o async for o in engine.generate(GenerationRequest(ids, params))]
+        return "".join(o.text for o in outputs), outputs[-1].cached_tokens
+
+    engine = Engine(quantize_model(copy.deepcopy(loaded.model), "int4"), tokenizer)
+    try:
+        (first, cached_first), (second, cached_second) = asyncio.run(run(engine)), asyncio.run(run(engine))
+    finally:
+        engine.shutdown()
+    assert cached_first == 0 and cached_second == len(ids) - 1
+    assert first == second and len(first) > 20
