@@ -7,6 +7,19 @@ import torch
 from magistral.config import ModelArgs
 
 
+def grow_buffers(keys: list[torch.Tensor], values: list[torch.Tensor], capacity: int, needed: int,
+                 max_capacity: int) -> int:
+    """Double every (…, capacity, D) buffer in place in its list, up to max_capacity, so a
+    request pays for the length it uses; returns the new capacity."""
+    new_capacity = min(max(needed, 2 * capacity), max_capacity)
+    for store in (keys, values):
+        for i, old in enumerate(store):
+            new = old.new_zeros(*old.shape[:2], new_capacity, old.shape[3])
+            new[:, :, :capacity] = old
+            store[i] = new
+    return new_capacity
+
+
 class KVCache:
     """Keys and values of every layer for one sequence batch: (B, n_kv_heads, capacity, head_dim)."""
 
@@ -22,14 +35,7 @@ class KVCache:
         self.max_capacity = max(capacity, max_capacity or capacity)
 
     def _grow(self, needed: int) -> None:
-        """Double the buffers (up to max_capacity): a request pays for the length it uses."""
-        new_capacity = min(max(needed, 2 * self.capacity), self.max_capacity)
-        for store in (self.keys, self.values):
-            for i, old in enumerate(store):
-                new = old.new_zeros(*old.shape[:2], new_capacity, old.shape[3])
-                new[:, :, :self.capacity] = old
-                store[i] = new
-        self.capacity = new_capacity
+        self.capacity = grow_buffers(self.keys, self.values, self.capacity, needed, self.max_capacity)
 
     def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,13 +68,7 @@ class SlotKVCache:
             return
         if needed > self.max_capacity:
             raise ValueError(f"KV cache overflow: position {needed} > capacity {self.max_capacity}")
-        new_capacity = min(max(needed, 2 * self.capacity), self.max_capacity)
-        for store in (self.keys, self.values):
-            for i, old in enumerate(store):
-                new = old.new_zeros(*old.shape[:2], new_capacity, old.shape[3])
-                new[:, :, :self.capacity] = old
-                store[i] = new
-        self.capacity = new_capacity
+        self.capacity = grow_buffers(self.keys, self.values, self.capacity, needed, self.max_capacity)
 
     def move(self, src: int, dst: int, length: int) -> None:
         """Copy a sequence's cached positions to another slot (keeps the slots packed)."""

@@ -215,3 +215,14 @@ def to_consolidated(model: Transformer) -> tuple[dict[str, Any], dict[str, torch
             continue
         tensors[key] = tensor.contiguous()
     return params_from_args(args), tensors
+
+
+def save_consolidated(model: Transformer, folder: Path) -> Path:
+    """Write `model` in Mistral's format: params.json + consolidated.safetensors."""
+    from safetensors.torch import save_file
+
+    params, tensors = to_consolidated(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.json").write_text(json.dumps(params))
+    save_file(tensors, folder / "consolidated.safetensors")
+    return folder

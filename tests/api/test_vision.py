@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import http.server
 import io
-import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -79,13 +78,8 @@ def stop(server: Server) -> None:
 
 def consolidated_copy(checkpoint: Path, folder: Path) -> Path:
     """The same weights in Mistral's own format (params.json + consolidated.safetensors)."""
-    from safetensors.torch import save_file
-
-    from magistral.model.checkpoints import load_hf, to_consolidated
-    params, tensors = to_consolidated(load_hf(checkpoint)[0])
-    folder.mkdir(parents=True)
-    (folder / "params.json").write_text(json.dumps(params))
-    save_file(tensors, folder / "consolidated.safetensors")
+    from magistral.model.checkpoints import load_hf, save_consolidated
+    save_consolidated(load_hf(checkpoint)[0], folder)
     shutil.copy(checkpoint / "tekken.json", folder / "tekken.json")
     return folder
 

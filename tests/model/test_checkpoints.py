@@ -3,7 +3,6 @@ checkpoints the tests save themselves (fp32, max |Δlogit| ≤ 1e-4)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from magistral.model.cache import KVCache
-from magistral.model.checkpoints import load_consolidated, load_hf, to_consolidated
+from magistral.model.checkpoints import load_consolidated, load_hf, save_consolidated
 
 transformers = pytest.importorskip("transformers")
 TOL = 1e-4
@@ -53,12 +52,7 @@ def test_text_models_match_transformers(kind: str, tmp_path: Path) -> None:
     with torch.no_grad():
         assert max_diff(ours(ids), reference(ids).logits) <= TOL
         # the consolidated (Mistral format) conversion of the same weights
-        params, tensors = to_consolidated(ours)
-        folder = tmp_path / "consolidated"
-        folder.mkdir()
-        (folder / "params.json").write_text(json.dumps(params))
-        save_file(tensors, folder / "consolidated.safetensors")
-        converted, _ = load_consolidated(folder)
+        converted, _ = load_consolidated(save_consolidated(ours, tmp_path / "consolidated"))
         assert max_diff(converted(ids), reference(ids).logits) <= TOL
 
 
@@ -154,12 +148,7 @@ def test_mistral3_text_and_two_images_match_transformers(tmp_path: Path) -> None
                            image_sizes=torch.tensor([list(i.shape[1:]) for i in images])).logits
         mine = ours(None, embeddings=ours.embed(ids, images))
         assert max_diff(mine, theirs) <= TOL
-        params, tensors = to_consolidated(ours)
-        folder = tmp_path / "consolidated"
-        folder.mkdir()
-        (folder / "params.json").write_text(json.dumps(params))
-        save_file(tensors, folder / "consolidated.safetensors")
-        converted, _ = load_consolidated(folder)
+        converted, _ = load_consolidated(save_consolidated(ours, tmp_path / "consolidated"))
         assert max_diff(converted(None, embeddings=converted.embed(ids, images)), theirs) <= TOL
 
 
