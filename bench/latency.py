@@ -42,16 +42,21 @@ def stream_once(client: httpx.Client, model: str, content: str, max_tokens: int)
 
 
 def prompt_with_tokens(client: httpx.Client, model: str, target: int, salt: int) -> str:
-    """User text whose whole chat prompt is `target` tokens (calibrated with max_tokens=0)."""
+    """User text whose whole chat prompt is `target` tokens. Calibrated (with max_tokens=0) on a
+    different salt of the same digit count, so the measured prompt is not already in the
+    server's prefix cache."""
+    def text(words: int, s: int) -> str:
+        return f"{s} " + " ".join(["hello"] * words)
+
     words = max(1, target - 30)
     for _ in range(5):
-        text = f"{salt} " + " ".join(["hello"] * words)
-        body = {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 0}
+        body = {"model": model, "messages": [{"role": "user", "content": text(words, salt + 1)}],
+                "max_tokens": 0}
         got = client.post("/v1/chat/completions", json=body).json()["usage"]["prompt_tokens"]
         if got == target:
-            return text
+            break
         words += target - got
-    return text
+    return text(words, salt)
 
 
 def run(base_url: str, api_key: str, model: str, runs: int) -> dict:
@@ -62,7 +67,7 @@ def run(base_url: str, api_key: str, model: str, runs: int) -> dict:
     results: dict[str, list[float]] = {"ttft_32": [], "ttft_500": [], "decode_tps": []}
     for i in range(runs):
         for size in (32, 500):
-            text = prompt_with_tokens(client, model, size, salt=1000 * size + i)
+            text = prompt_with_tokens(client, model, size, salt=100000 * size + 10 * i)
             results[f"ttft_{size}"].append(stream_once(client, model, text, 1)["ttft_ms"])
         r = stream_once(client, model, f"{essay} ({i})", 128)
         results["decode_tps"].append((r["completion_tokens"] - 1) / r["decode_s"])
