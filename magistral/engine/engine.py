@@ -111,6 +111,9 @@ class Engine:
         if len(request.prompt_ids) >= self.max_context:
             raise ValueError(f"prompt of {len(request.prompt_ids)} tokens does not fit the "
                              f"context of {self.max_context}")
+        vision = self.model.args.vision
+        if vision is not None and request.prompt_ids[-1] == vision.image_token_id:
+            raise ValueError("a prompt must not end with an image token")  # it is decoded as text
         seq = _Sequence(request=request, loop=asyncio.get_running_loop(), outputs=asyncio.Queue(),
                         sampler=Sampler(request.params, self.model.args.vocab_size),
                         decoder=IncrementalDecoder(self.tokenizer),
@@ -205,9 +208,6 @@ class Engine:
         # rows still prefilling ride along with a placeholder token at their next free position
         # (the next prefill chunk overwrites it) so that slots stay a contiguous batch
         tokens = [[s.next_token if not s.prefilling and s.next_token is not None else 0] for s in rows]
-        if self.model.args.vision is not None and any(t[0] == self.model.args.vision.image_token_id
-                                                      for t in tokens):
-            raise ValueError("a prompt must not end with an image token")
         positions = [s.position for s in rows]
         logits = self.model(torch.tensor(tokens, dtype=torch.long), cache=self.cache.for_decode(positions),
                             positions=torch.tensor(positions))
