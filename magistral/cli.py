@@ -82,6 +82,42 @@ def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    import os
+    import time
+    from pathlib import Path
+
+    from magistral.client import Client
+    from magistral.evals.base import Settings, run_task
+    from magistral.evals.report import write_reports
+    from magistral.evals.tasks import TASKS
+
+    names = [n.strip() for n in args.tasks.split(",") if n.strip()]
+    unknown = [n for n in names if n not in TASKS]
+    if unknown:
+        print(f"unknown task(s) {unknown}; known: {sorted(TASKS)}", file=sys.stderr)
+        return 2
+    data_dir = Path(args.data_dir or os.environ.get("MAGISTRAL_EVAL_DATA", ""))
+    if not data_dir.is_dir():
+        print("--data-dir (or $MAGISTRAL_EVAL_DATA) must name the folder with mmlu/, gsm8k/, …",
+              file=sys.stderr)
+        return 2
+    run_dir = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
+    settings = Settings(model=args.model, temperature=args.temperature, max_tokens=args.max_tokens,
+                        seed=args.seed, concurrency=args.concurrency, limit=args.limit)
+    reports = []
+    with Client(args.base_url, args.api_key) as client:
+        for name in names:
+            def progress(done: int, total: int, name: str = name) -> None:
+                print(f"\r{name}: {done}/{total}", end="", file=sys.stderr, flush=True)
+            report = run_task(TASKS[name](), client, settings, data_dir, run_dir, progress)
+            print(f"\r{name}: {100 * report.accuracy:.1f}% of {len(report.results)} items", file=sys.stderr)
+            reports.append(report)
+    write_reports(reports, run_dir, args.model)
+    print(run_dir)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magistral", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int, default=512)
     chat.add_argument("--temperature", type=float, default=None)
     chat.set_defaults(func=_chat)
+
+    ev = sub.add_parser("eval", help="run benchmarks against any compatible endpoint")
+    ev.add_argument("tasks", help="comma-separated: mmlu, mmlu5 (5-shot), gsm8k")
+    ev.add_argument("--base-url", default=None, help="default $MAGISTRAL_BASE_URL")
+    ev.add_argument("--api-key", default=None, help="default $MAGISTRAL_API_KEY")
+    ev.add_argument("--model", default="magistral-medium-latest")
+    ev.add_argument("--data-dir", default=None, help="default $MAGISTRAL_EVAL_DATA")
+    ev.add_argument("--limit", type=int, default=None, help="items per task (MMLU: spread over subjects)")
+    ev.add_argument("--concurrency", type=int, default=4)
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--temperature", type=float, default=0.0)
+    ev.add_argument("--max-tokens", type=int, default=512)
+    ev.add_argument("--out", default=None, help="run folder (default runs/<time>); rerun to resume")
+    ev.set_defaults(func=_eval)
     return parser
 
 

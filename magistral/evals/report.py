@@ -1,0 +1,59 @@
+"""Reports of a run: JSON (every item), Markdown (the release's table layout), a PNG per task."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from magistral.evals.base import TaskReport
+
+
+def write_reports(reports: list[TaskReport], run_dir: Path, model: str) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"model": model, "tasks": [
+        {"task": r.task, "settings": r.settings, "accuracy": r.accuracy, "macro_accuracy": r.macro_accuracy(),
+         "by_group": r.by_group(), "items": [asdict(x) for x in r.results]} for r in reports]}
+    (run_dir / "report.json").write_text(json.dumps(payload, indent=1))
+    (run_dir / "report.md").write_text(markdown(payload))
+    plot(payload, run_dir)
+
+
+def markdown(payload: dict) -> str:
+    from magistral.evals.tasks import TASKS
+    lines = [f"# Evaluation of `{payload['model']}`", "",
+             "| benchmark | our score | claimed (Magistral Medium 1.2) | items |", "|---|---|---|---|"]
+    for task in payload["tasks"]:
+        claimed = TASKS[task["task"]]().claimed if task["task"] in TASKS else None
+        lines.append(f"| {task['task']} | {100 * task['accuracy']:.1f} | "
+                     f"{'—' if claimed is None else f'{claimed:.1f}'} | {len(task['items'])} |")
+    for task in payload["tasks"]:
+        if len(task["by_group"]) > 1:
+            lines += ["", f"## {task['task']} by subject (macro {100 * task['macro_accuracy']:.1f})", "",
+                      "| subject | accuracy |", "|---|---|"]
+            lines += [f"| {g} | {100 * a:.1f} |" for g, a in task["by_group"].items()]
+    settings = payload["tasks"][0]["settings"] if payload["tasks"] else {}
+    lines += ["", f"Sampling: temperature {settings.get('temperature')}, max_tokens "
+              f"{settings.get('max_tokens')}, seed {settings.get('seed')}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(payload: dict, run_dir: Path) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are optional: pip install 'magistral[bench]'
+        return
+    for task in payload["tasks"]:
+        groups = task["by_group"]
+        if not groups:
+            continue
+        fig, ax = plt.subplots(figsize=(max(6, 0.18 * len(groups) + 2), 4))
+        ax.bar(range(len(groups)), [100 * v for v in groups.values()])
+        ax.set_xticks(range(len(groups)), list(groups), rotation=90, fontsize=6)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{task['task']}: {100 * task['accuracy']:.1f}% on {len(task['items'])} items")
+        fig.tight_layout()
+        fig.savefig(run_dir / f"{task['task']}.png", dpi=110)
+        plt.close(fig)

@@ -1,0 +1,117 @@
+"""Scoring against local endpoints whose answers we control (loopback only)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from magistral.client import Client
+from magistral.evals.base import Settings, run_task
+from magistral.evals.gsm8k import GSM8K
+from magistral.evals.mmlu import MMLU
+from magistral.evals.report import write_reports
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+pytestmark = pytest.mark.skipif(not (DATA / "mmlu").is_dir(), reason="../shared/data is not here")
+
+
+class FakeEndpoint:
+    """A chat-completions server on 127.0.0.1 that answers with answer(prompt) → (thinking, text)."""
+
+    def __init__(self, answer: Callable[[str], tuple[str, str]]):
+        self.requests = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests += 1
+                thinking, text = answer(body["messages"][-1]["content"])
+                content = [{"type": "thinking", "thinking": [{"type": "text", "text": thinking}]},
+                           {"type": "text", "text": text}] if thinking else text
+                payload = json.dumps({"id": "x" * 32, "object": "chat.completion", "created": 0,
+                                      "model": body["model"], "usage": {"prompt_tokens": 1,
+                                      "completion_tokens": 1, "total_tokens": 2},
+                                      "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                                          "role": "assistant", "content": content}}]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Callable[[Callable[[str], tuple[str, str]]], FakeEndpoint]]:
+    servers: list[FakeEndpoint] = []
+
+    def make(answer: Callable[[str], tuple[str, str]]) -> FakeEndpoint:
+        servers.append(FakeEndpoint(answer))
+        return servers[-1]
+    yield make
+    for s in servers:
+        s.httpd.shutdown()
+
+
+def run(task, server: FakeEndpoint, tmp_path: Path, limit: int):
+    with Client(server.url, "test-key") as client:
+        return run_task(task, client, Settings(model="m", limit=limit, concurrency=8), DATA, tmp_path)
+
+
+def test_gold_answers_score_100_percent_through_thinking_and_chatter(endpoint, tmp_path: Path) -> None:
+    mmlu_gold = {item.messages[-1]["content"]: item.gold for item in MMLU().items(DATA, 114)}
+    gsm_gold = {item.messages[-1]["content"]: item.gold for item in GSM8K().items(DATA, 40)}
+
+    def answer(prompt: str) -> tuple[str, str]:
+        if prompt in mmlu_gold:
+            return "Options B and C look wrong... maybe A? No.", f"The answer is ({mmlu_gold[prompt]})."
+        return "12 + 30 = 42, then 7 more", f"So she has that many.\n#### {gsm_gold[prompt]}"
+
+    server = endpoint(answer)
+    mmlu = run(MMLU(), server, tmp_path, 114)
+    assert len(mmlu.results) == 114 and len(mmlu.by_group()) == 57
+    assert mmlu.accuracy == 1.0 and mmlu.macro_accuracy() == 1.0
+    gsm = run(GSM8K(), server, tmp_path, 40)
+    assert gsm.accuracy == 1.0
+    write_reports([mmlu, gsm], tmp_path, "m")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [t["accuracy"] for t in report["tasks"]] == [1.0, 1.0]
+    assert "| mmlu | 100.0 | 84.5 | 114 |" in (tmp_path / "report.md").read_text()
+
+
+def test_always_a_scores_the_share_of_a(endpoint, tmp_path: Path) -> None:
+    items = MMLU().items(DATA, 300)
+    share = sum(item.gold == "A" for item in items) / len(items)
+    report = run(MMLU(), endpoint(lambda prompt: ("", "A")), tmp_path, 300)
+    assert report.accuracy == pytest.approx(share) and 0 < share < 1
+
+
+def test_a_rerun_resumes_from_the_cache(endpoint, tmp_path: Path) -> None:
+    server = endpoint(lambda prompt: ("", "#### 3"))
+    first = run(GSM8K(), server, tmp_path, 10)
+    assert server.requests == 10
+    second = run(GSM8K(), server, tmp_path, 15)  # only the 5 new items are asked
+    assert server.requests == 15 and len(second.results) == 15
+    assert [r.answer for r in first.results] == ["3"] * 10
+
+
+def test_answer_extraction() -> None:
+    mmlu, gsm = MMLU(), GSM8K()
+    assert mmlu.extract("Let me think. **Answer: C**") == "C"
+    assert mmlu.extract("B) because the field has degree 4") == "B"
+    assert mmlu.extract("I am not sure.") is None
+    assert gsm.extract("5 + 3 = 8 apples, so the answer is $1,250.00") == "1250"
+    assert gsm.extract("x = \\boxed{-7}") == "-7"
+    assert gsm.extract("no numbers") is None
