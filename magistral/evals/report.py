@@ -11,9 +11,13 @@ from magistral.evals.base import TaskReport
 
 def write_reports(reports: list[TaskReport], run_dir: Path, model: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"model": model, "tasks": [
-        {"task": r.task, "settings": r.settings, "accuracy": r.accuracy, "macro_accuracy": r.macro_accuracy(),
-         "by_group": r.by_group(), "items": [asdict(x) for x in r.results]} for r in reports]}
+    tasks = [{"task": r.task, "settings": r.settings, "accuracy": r.accuracy, "macro_accuracy": r.macro_accuracy(),
+              "by_group": r.by_group(), "items": [asdict(x) for x in r.results]} for r in reports]
+    previous = run_dir / "report.json"
+    if previous.is_file():  # tasks run earlier into the same folder stay in the report
+        done = {t["task"] for t in tasks}
+        tasks = [t for t in json.loads(previous.read_text())["tasks"] if t["task"] not in done] + tasks
+    payload = {"model": model, "tasks": tasks}
     (run_dir / "report.json").write_text(json.dumps(payload, indent=1))
     (run_dir / "report.md").write_text(markdown(payload))
     plot(payload, run_dir)

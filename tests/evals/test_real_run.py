@@ -28,3 +28,5 @@ def test_eval_cli_runs_mmlu_and_gsm8k(server: Server, tmp_path: Path) -> None:
     cli("eval", "gsm8k", "--base-url", server.base_url, "--api-key", server.key, "--data-dir", str(DATA),
         "--limit", "6", "--out", str(out))
     assert (out / "gsm8k.responses.jsonl").read_text().splitlines() == lines  # resumed: nothing re-asked
+    tasks = [t["task"] for t in json.loads((out / "report.json").read_text())["tasks"]]
+    assert tasks == ["mmlu", "gsm8k"]  # a later run into the same folder keeps the earlier tasks
