@@ -11,8 +11,9 @@ from magistral.evals.base import TaskReport
 
 def write_reports(reports: list[TaskReport], run_dir: Path, model: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [{"task": r.task, "settings": r.settings, "accuracy": r.accuracy, "macro_accuracy": r.macro_accuracy(),
-              "by_group": r.by_group(), "items": [asdict(x) for x in r.results]} for r in reports]
+    tasks = [{"task": r.task, "settings": r.settings, "accuracy": r.accuracy,
+              "macro_accuracy": r.macro_accuracy(), "by_group": r.by_group(),
+              "items": [asdict(x) for x in r.results]} for r in reports]
     previous = run_dir / "report.json"
     if previous.is_file():  # tasks run earlier into the same folder stay in the report
         done = {t["task"] for t in tasks}
