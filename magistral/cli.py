@@ -93,12 +93,14 @@ def _eval(args: argparse.Namespace) -> int:
     from magistral.evals.tasks import TASKS
 
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]
+    with_latency = "latency" in names
+    names = [n for n in names if n != "latency"]
     unknown = [n for n in names if n not in TASKS]
     if unknown:
         print(f"unknown task(s) {unknown}; known: {sorted(TASKS)}", file=sys.stderr)
         return 2
     data_dir = Path(args.data_dir or os.environ.get("MAGISTRAL_EVAL_DATA", ""))
-    if not data_dir.is_dir():
+    if names and not data_dir.is_dir():
         print("--data-dir (or $MAGISTRAL_EVAL_DATA) must name the folder with mmlu/, gsm8k/, …",
               file=sys.stderr)
         return 2
@@ -113,7 +115,19 @@ def _eval(args: argparse.Namespace) -> int:
             report = run_task(TASKS[name](), client, settings, data_dir, run_dir, progress)
             print(f"\r{name}: {100 * report.accuracy:.1f}% of {len(report.results)} items", file=sys.stderr)
             reports.append(report)
-    write_reports(reports, run_dir, args.model)
+    latency = None
+    if with_latency:
+        from magistral.evals.latency import TEXT_PROMPT, image_message, measure
+        levels = tuple(int(x) for x in args.latency_levels.split(","))
+        latency = {"text": measure(args.base_url, args.api_key, args.model,
+                                   [{"role": "user", "content": TEXT_PROMPT}], levels, args.latency_rounds)}
+        if args.image:
+            image = image_message(Path(args.image))
+            latency["image"] = measure(args.base_url, args.api_key, args.model, image, levels,
+                                       args.latency_rounds)
+        print(f"latency: TTFT p50 {latency['text'][str(levels[0])]['ttft_p50_ms']:.0f} ms at "
+              f"concurrency {levels[0]}", file=sys.stderr)
+    write_reports(reports, run_dir, args.model, latency)
     print(run_dir)
     return 0
 
@@ -164,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(func=_chat)
 
     ev = sub.add_parser("eval", help="run benchmarks against any compatible endpoint")
-    ev.add_argument("tasks", help="comma-separated: mmlu, mmlu5 (5-shot), gsm8k")
+    ev.add_argument("tasks", help="comma-separated: mmlu, mmlu5 (5-shot), gsm8k, latency")
+    ev.add_argument("--latency-levels", default="1,4,16", help="concurrency levels for latency")
+    ev.add_argument("--latency-rounds", type=int, default=2, help="requests per client per level")
+    ev.add_argument("--image", default=None, help="an image file for the latency task's image prompt")
     ev.add_argument("--base-url", default=None, help="default $MAGISTRAL_BASE_URL")
     ev.add_argument("--api-key", default=None, help="default $MAGISTRAL_API_KEY")
     ev.add_argument("--model", default="magistral-medium-latest")

@@ -9,7 +9,8 @@ from pathlib import Path
 from magistral.evals.base import TaskReport
 
 
-def write_reports(reports: list[TaskReport], run_dir: Path, model: str) -> None:
+def write_reports(reports: list[TaskReport], run_dir: Path, model: str,
+                  latency: dict | None = None) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     tasks = [{"task": r.task, "settings": r.settings, "accuracy": r.accuracy,
               "macro_accuracy": r.macro_accuracy(), "by_group": r.by_group(),
@@ -19,6 +20,10 @@ def write_reports(reports: list[TaskReport], run_dir: Path, model: str) -> None:
         done = {t["task"] for t in tasks}
         tasks = [t for t in json.loads(previous.read_text())["tasks"] if t["task"] not in done] + tasks
     payload = {"model": model, "tasks": tasks}
+    if previous.is_file() and latency is None:
+        latency = json.loads(previous.read_text()).get("latency")
+    if latency:
+        payload["latency"] = latency
     (run_dir / "report.json").write_text(json.dumps(payload, indent=1))
     (run_dir / "report.md").write_text(markdown(payload))
     plot(payload, run_dir)
@@ -37,9 +42,18 @@ def markdown(payload: dict) -> str:
             lines += ["", f"## {task['task']} by subject (macro {100 * task['macro_accuracy']:.1f})", "",
                       "| subject | accuracy |", "|---|---|"]
             lines += [f"| {g} | {100 * a:.1f} |" for g, a in task["by_group"].items()]
+    for prompt, levels in (payload.get("latency") or {}).items():
+        claim = 500 if prompt == "image" else 200
+        lines += ["", f"## Latency, {prompt} prompt (claimed: under {claim} ms)", "",
+                  "| concurrent | requests | TTFT p50 | p95 | p99 | tokens/s p50 | aggregate tokens/s |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {level} | {r['requests']} | {r['ttft_p50_ms']:.0f} ms | {r['ttft_p95_ms']:.0f} ms | "
+                  f"{r['ttft_p99_ms']:.0f} ms | {r['tokens_per_s_p50']:.1f} | "
+                  f"{r['aggregate_tokens_per_s']:.1f} |" for level, r in levels.items()]
     settings = payload["tasks"][0]["settings"] if payload["tasks"] else {}
-    lines += ["", f"Sampling: temperature {settings.get('temperature')}, max_tokens "
-              f"{settings.get('max_tokens')}, seed {settings.get('seed')}."]
+    if settings:
+        lines += ["", f"Sampling: temperature {settings.get('temperature')}, max_tokens "
+                  f"{settings.get('max_tokens')}, seed {settings.get('seed')}."]
     return "\n".join(lines) + "\n"
 
 

@@ -30,3 +30,15 @@ def test_eval_cli_runs_mmlu_and_gsm8k(server: Server, tmp_path: Path) -> None:
     assert (out / "gsm8k.responses.jsonl").read_text().splitlines() == lines  # resumed: nothing re-asked
     tasks = [t["task"] for t in json.loads((out / "report.json").read_text())["tasks"]]
     assert tasks == ["mmlu", "gsm8k"]  # a later run into the same folder keeps the earlier tasks
+
+
+def test_eval_latency_reports_percentiles(server: Server, tmp_path: Path) -> None:
+    out = tmp_path / "latency"
+    cli("eval", "latency", "--base-url", server.base_url, "--api-key", server.key, "--out", str(out),
+        "--latency-levels", "1,2", "--latency-rounds", "2")
+    latency = json.loads((out / "report.json").read_text())["latency"]["text"]
+    assert set(latency) == {"1", "2"} and latency["2"]["requests"] == 4
+    for level in latency.values():
+        assert 0 < level["ttft_p50_ms"] <= level["ttft_p95_ms"] <= level["ttft_p99_ms"] < 60_000
+        assert level["aggregate_tokens_per_s"] > 0 and level["tokens_per_s_p50"] > 0
+    assert "## Latency, text prompt (claimed: under 200 ms)" in (out / "report.md").read_text()
