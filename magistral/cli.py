@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", action="append",
                        help="a .gguf file or a checkpoint folder (HF config.json or Mistral params.json, "
                        "with tekken.json); repeatable (default: the embedded SmolLM2-135M-Instruct)")
-    serve.add_argument("--max-active", type=int, default=8,
+    serve.add_argument("--max-active", type=int, default=16,
                        help="sequences generated at once per model; others wait in a queue")
     serve.add_argument("--engine", choices=["native", "llamacpp"], default="native",
                        help="native: our PyTorch engine; llamacpp: llama.cpp on the same GGUF "

@@ -111,7 +111,7 @@ def _load_mistral_model(folder: Path, max_active: int, quantize: str) -> ServedM
         max_image_side=vision.image_size if vision else 0)
 
 
-def load_model(spec: str | None = None, *, max_active: int = 8, quantize: str = "auto",
+def load_model(spec: str | None = None, *, max_active: int = 16, quantize: str = "auto",
                engine: str = "native") -> ServedModel:
     """Load in a short-lived thread. Torch ops on a long-lived thread (the server's main one)
     leave an OpenMP team behind that slows every op on the engine thread by half (measured:
