@@ -5,7 +5,8 @@ PyTorch's CPU int4 kernel (`_weight_int4pack_mm_for_cpu`) is fast for a few rows
 slower than bf16 matmul for many, so an int4 layer keeps a bf16 copy for prefill-sized inputs.
 Q4_1 GGUF weights (min + 15 steps per 32 values) re-quantize to int4 without loss: only the
 scales round to bf16. q/k/v and gate/up projections are fused to halve the calls per layer.
-The output head stays bf16.
+The output head keeps bf16 for prefill and many rows, and takes an int8 (per-row scale) copy for
+decode steps of a few rows, where reading its 49152 rows dominates.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from magistral.model.transformer import Transformer
 
 GROUP = 32
 INT4_MAX_ROWS = 8  # above this many input rows the bf16 matmul is faster here
+INT8_MAX_ROWS = 4  # the same crossover for the int8 kernel
 
 
 def quantize_int4(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,6 +58,28 @@ class Int4Linear(nn.Module):
         else:
             out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.packed, GROUP,
                                                               self.scales_and_zeros)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+class Int8Linear(nn.Module):
+    """int8 weights with one scale per output row for decode steps of few rows, bf16 otherwise
+    (the int8 kernel halves the bytes read but loses to bf16 matmul above 4 rows here)."""
+
+    def __init__(self, weight: torch.Tensor):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        scales = (weight.float().abs().amax(dim=1) / 127).clamp(min=1e-8)
+        quantized = (weight.float() / scales[:, None]).round().clamp(-127, 127).to(torch.int8)
+        self.register_buffer("int8_weight", quantized)
+        self.register_buffer("scales", scales.to(torch.bfloat16))
+        self.register_buffer("weight", weight.to(torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        if getattr(_prefill, "active", False) or rows.shape[0] > INT8_MAX_ROWS:
+            out = rows @ self.weight.T
+        else:
+            out = torch.ops.aten._weight_int8pack_mm(rows, self.int8_weight, self.scales)
         return out.reshape(*x.shape[:-1], self.out_features)
 
 
@@ -100,8 +124,8 @@ def quantize_model(model: Transformer, mode: str) -> Transformer:
                 del ffn.w1, ffn.w3
         head = model.output.weight
         model.to(torch.bfloat16)
-        # the head stays bf16: it is the Q8_0 embedding in GGUFs, and int4 would cost it ~12% error
-        model.output = _linear(head, "bf16")
+        # the head is the Q8_0 embedding in GGUFs: int8 suits it, int4 would cost it ~12% error
+        model.output = Int8Linear(head) if mode == "int4" else _linear(head, "bf16")
         if model.args.tied_embeddings:
             model.tok_embeddings.weight = nn.Parameter(head.to(torch.bfloat16), requires_grad=False)
     return model

@@ -8,7 +8,7 @@ import torch
 
 from magistral.model.cache import KVCache
 from magistral.model.load import LoadedModel
-from magistral.model.quantize import INT4_MAX_ROWS, Int4Linear, quantize_model
+from magistral.model.quantize import INT4_MAX_ROWS, INT8_MAX_ROWS, Int4Linear, Int8Linear, quantize_model
 
 
 def q4_1_like(out_features: int, in_features: int) -> torch.Tensor:
@@ -26,6 +26,17 @@ def test_int4_linear_reproduces_4bit_weights() -> None:
     layer = Int4Linear(weight)
     for rows in (1, INT4_MAX_ROWS, INT4_MAX_ROWS + 1):  # int4 kernel, then the bf16 path
         x = torch.randn(rows, 128)
+        exact = x @ weight.T
+        error = (layer(x).float() - exact).norm() / exact.norm()
+        assert error < 0.01, (rows, error)
+
+
+def test_int8_linear_close_to_float_on_both_paths() -> None:
+    weight = torch.randn(256, 64, generator=torch.Generator().manual_seed(1))
+    layer = Int8Linear(weight)
+    assert layer.int8_weight.dtype == torch.int8
+    for rows in (1, INT8_MAX_ROWS, INT8_MAX_ROWS + 1):  # int8 kernel, then the bf16 path
+        x = torch.randn(rows, 64)
         exact = x @ weight.T
         error = (layer(x).float() - exact).norm() / exact.norm()
         assert error < 0.01, (rows, error)
