@@ -1,4 +1,4 @@
-"""`magistral serve | keys | chat`."""
+"""`magistral serve | keys | chat | eval`."""
 
 from __future__ import annotations
 
@@ -62,8 +62,8 @@ def _chat(args: argparse.Namespace) -> int:
     try:
         with Client(args.base_url, args.api_key) as client:
             thinking = False
-            for event in client.stream([{"role": "user", "content": args.prompt}], args.model,
-                                       **params):
+            for event in client.chat.stream(model=args.model, messages=[{"role": "user",
+                                                                          "content": args.prompt}], **params):
                 if event.kind == "thinking":
                     if not thinking:
                         sys.stdout.write("[thinking] ")
@@ -83,53 +83,9 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import os
-    import time
-    from pathlib import Path
+    from magistral.evals.command import run
 
-    from magistral.client import Client
-    from magistral.evals.base import Settings, run_task
-    from magistral.evals.report import write_reports
-    from magistral.evals.tasks import TASKS
-
-    names = [n.strip() for n in args.tasks.split(",") if n.strip()]
-    with_latency = "latency" in names
-    names = [n for n in names if n != "latency"]
-    unknown = [n for n in names if n not in TASKS]
-    if unknown:
-        print(f"unknown task(s) {unknown}; known: {sorted(TASKS)}", file=sys.stderr)
-        return 2
-    data_dir = Path(args.data_dir or os.environ.get("MAGISTRAL_EVAL_DATA", ""))
-    if names and not data_dir.is_dir():
-        print("--data-dir (or $MAGISTRAL_EVAL_DATA) must name the folder with mmlu/, gsm8k/, …",
-              file=sys.stderr)
-        return 2
-    run_dir = Path(args.out or f"runs/{time.strftime('%Y%m%d-%H%M%S')}")
-    settings = Settings(model=args.model, temperature=args.temperature, max_tokens=args.max_tokens,
-                        seed=args.seed, concurrency=args.concurrency, limit=args.limit)
-    reports = []
-    with Client(args.base_url, args.api_key) as client:
-        for name in names:
-            def progress(done: int, total: int, name: str = name) -> None:
-                print(f"\r{name}: {done}/{total}", end="", file=sys.stderr, flush=True)
-            report = run_task(TASKS[name](), client, settings, data_dir, run_dir, progress)
-            print(f"\r{name}: {100 * report.accuracy:.1f}% of {len(report.results)} items", file=sys.stderr)
-            reports.append(report)
-    latency = None
-    if with_latency:
-        from magistral.evals.latency import TEXT_PROMPT, image_message, measure
-        levels = tuple(int(x) for x in args.latency_levels.split(","))
-        latency = {"text": measure(args.base_url, args.api_key, args.model,
-                                   [{"role": "user", "content": TEXT_PROMPT}], levels, args.latency_rounds)}
-        if args.image:
-            image = image_message(Path(args.image))
-            latency["image"] = measure(args.base_url, args.api_key, args.model, image, levels,
-                                       args.latency_rounds)
-        print(f"latency: TTFT p50 {latency['text'][str(levels[0])]['ttft_p50_ms']:.0f} ms at "
-              f"concurrency {levels[0]}", file=sys.stderr)
-    write_reports(reports, run_dir, args.model, latency)
-    print(run_dir)
-    return 0
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,20 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(func=_chat)
 
     ev = sub.add_parser("eval", help="run benchmarks against any compatible endpoint")
-    ev.add_argument("tasks", help="comma-separated: mmlu, mmlu5 (5-shot), gsm8k, latency")
-    ev.add_argument("--latency-levels", default="1,4,16", help="concurrency levels for latency")
-    ev.add_argument("--latency-rounds", type=int, default=2, help="requests per client per level")
-    ev.add_argument("--image", default=None, help="an image file for the latency task's image prompt")
-    ev.add_argument("--base-url", default=None, help="default $MAGISTRAL_BASE_URL")
-    ev.add_argument("--api-key", default=None, help="default $MAGISTRAL_API_KEY")
-    ev.add_argument("--model", default="magistral-medium-latest")
-    ev.add_argument("--data-dir", default=None, help="default $MAGISTRAL_EVAL_DATA")
-    ev.add_argument("--limit", type=int, default=None, help="items per task (MMLU: spread over subjects)")
-    ev.add_argument("--concurrency", type=int, default=4)
-    ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--temperature", type=float, default=0.0)
-    ev.add_argument("--max-tokens", type=int, default=512)
-    ev.add_argument("--out", default=None, help="run folder (default runs/<time>); rerun to resume")
+    from magistral.evals.command import add_arguments
+    add_arguments(ev)
     ev.set_defaults(func=_eval)
     return parser
 

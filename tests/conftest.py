@@ -134,3 +134,15 @@ def make_mistral3_checkpoint(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def mistral3_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mistral3_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny-mistral3")
+
+
+@pytest.fixture(scope="session")
+def vision_server(mistral3_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The tiny random Mistral 3 (vision) checkpoint served as model "tiny-mistral3"."""
+    srv = start_server(tmp_path_factory.mktemp("vision-server"), "--model", str(mistral3_checkpoint))
+    yield srv
+    srv.process.terminate()
+    try:
+        srv.process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        srv.process.kill()

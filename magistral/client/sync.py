@@ -1,40 +1,27 @@
-"""Synchronous httpx client: chat completions (plain and streamed) and models."""
+"""The synchronous client: `client.chat.complete`, `client.chat.stream`, `client.models.list`."""
 
 from __future__ import annotations
 
-import json
-import os
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-
-class APIStatusError(Exception):
-    """The server answered with an error; `body` is its Mistral-style error object."""
-
-    def __init__(self, status_code: int, body: Any):
-        self.status_code, self.body = status_code, body
-        message = body.get("message") if isinstance(body, dict) else body
-        super().__init__(f"HTTP {status_code}: {message}")
-
-
-@dataclass
-class StreamEvent:
-    kind: str  # "text", "thinking" or "end"
-    text: str = ""
-    finish_reason: str | None = None
-    usage: dict[str, int] | None = None
+from magistral.client.common import chat_body, raise_for_status, settings, sse_events
+from magistral.client.errors import APIConnectionError
+from magistral.client.retry import RETRY_STATUSES, backoff
+from magistral.client.types import ChatResponse, StreamEvent
 
 
 class Client:
-    def __init__(self, base_url: str | None = None, api_key: str | None = None,
-                 timeout: float = 600.0):
-        base_url = base_url or os.environ.get("MAGISTRAL_BASE_URL", "http://127.0.0.1:8000")
-        api_key = api_key or os.environ.get("MAGISTRAL_API_KEY", "")
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout,
-                                  headers={"Authorization": f"Bearer {api_key}"})
+    def __init__(self, base_url: str | None = None, api_key: str | None = None, *,
+                 timeout: float = 600.0, max_retries: int = 2):
+        url, headers = settings(base_url, api_key)
+        self.max_retries = max_retries
+        self._http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
+        self.chat = Chat(self)
+        self.models = Models(self)
 
     def close(self) -> None:
         self._http.close()
@@ -45,49 +32,61 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def models(self) -> list[dict[str, Any]]:
-        return self._check(self._http.get("/v1/models")).json()["data"]
-
-    def complete(self, messages: list[dict[str, Any]], model: str, **params: Any) -> dict[str, Any]:
-        body = {"model": model, "messages": messages, **params}
-        return self._check(self._http.post("/v1/chat/completions", json=body)).json()
-
-    def stream(self, messages: list[dict[str, Any]], model: str, **params: Any
-               ) -> Iterator[StreamEvent]:
-        body = {"model": model, "messages": messages, "stream": True, **params}
-        with self._http.stream("POST", "/v1/chat/completions", json=body) as response:
-            if response.status_code != 200:
-                response.read()
-                self._check(response)
-            for line in response.iter_lines():
-                if not line.startswith("data: "):
-                    continue
-                data = line[len("data: "):]
-                if data == "[DONE]":
-                    return
-                yield from _events(json.loads(data))
-
-    @staticmethod
-    def _check(response: httpx.Response) -> httpx.Response:
-        if response.status_code >= 400:
+    def _send(self, method: str, path: str, body: dict[str, Any] | None = None,
+              stream: bool = False) -> httpx.Response:
+        """One request, retried on 429/5xx/connection errors; a streamed response is returned
+        open (status checked, body unread) and must be closed by the caller."""
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries
             try:
-                body = response.json()
-            except ValueError:
-                body = response.text
-            raise APIStatusError(response.status_code, body)
-        return response
+                request = self._http.build_request(method, path, json=body)
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                if last:
+                    raise APIConnectionError(str(exc)) from exc
+                time.sleep(backoff(attempt))
+                continue
+            if response.status_code < 400:
+                return response
+            response.read()
+            response.close()
+            if last or response.status_code not in RETRY_STATUSES:
+                raise_for_status(response)
+            time.sleep(backoff(attempt, dict(response.headers)))
+        raise AssertionError("unreachable")
 
 
-def _events(payload: dict[str, Any]) -> Iterator[StreamEvent]:
-    choice = payload["choices"][0]
-    content = choice.get("delta", {}).get("content")
-    if isinstance(content, str) and content:
-        yield StreamEvent("text", content)
-    elif isinstance(content, list):
-        for part in content:
-            if part.get("type") == "thinking":
-                yield StreamEvent("thinking", "".join(t.get("text", "") for t in part["thinking"]))
-            elif part.get("type") == "text":
-                yield StreamEvent("text", part["text"])
-    if choice.get("finish_reason"):
-        yield StreamEvent("end", finish_reason=choice["finish_reason"], usage=payload.get("usage"))
+class Chat:
+    def __init__(self, client: Client):
+        self._client = client
+
+    def complete(self, *, model: str, messages: list[dict[str, Any]], **params: Any) -> ChatResponse:
+        body = chat_body(model, messages, False, params)
+        response = self._client._send("POST", "/v1/chat/completions", body)
+        return ChatResponse(response.json())
+
+    def stream(self, *, model: str, messages: list[dict[str, Any]], **params: Any) -> Iterator[StreamEvent]:
+        """Events as they arrive; retried only before the first one."""
+        body = chat_body(model, messages, True, params)
+        response = self._client._send("POST", "/v1/chat/completions", body, stream=True)
+        try:
+            for line in response.iter_lines():
+                events = sse_events(line)
+                if events is None:
+                    return
+                yield from events
+        finally:
+            response.close()
+
+
+class Models:
+    def __init__(self, client: Client):
+        self._client = client
+
+    def list(self) -> list[dict[str, Any]]:
+        return self._client._send("GET", "/v1/models").json()["data"]
+
+    def retrieve(self, model: str) -> dict[str, Any]:
+        return self._client._send("GET", f"/v1/models/{model}").json()
+
+

@@ -19,6 +19,7 @@ class Item:
     messages: list[dict[str, Any]]
     gold: str
     group: str = ""  # e.g. the MMLU subject
+    meta: dict[str, Any] = field(default_factory=dict)  # what a task's scorer needs (tests, …)
 
 
 @dataclass
@@ -43,7 +44,20 @@ class Task(Protocol):
 
     def items(self, data_dir: Path, limit: int | None) -> list[Item]: ...
 
-    def extract(self, text: str) -> str | None: ...
+    def score(self, item: Item, text: str) -> tuple[str | None, bool]:
+        """(the answer read from the response, whether it is right)."""
+        ...
+
+
+class ExactMatch:
+    """Tasks whose answer is extracted from the text and compared with the gold string."""
+
+    def extract(self, text: str) -> str | None:
+        raise NotImplementedError
+
+    def score(self, item: Item, text: str) -> tuple[str | None, bool]:
+        answer = self.extract(text)
+        return answer, answer is not None and answer == item.gold
 
 
 @dataclass
@@ -79,20 +93,6 @@ class TaskReport:
         return sum(groups.values()) / len(groups) if groups else 0.0
 
 
-def message_text(message: dict[str, Any]) -> tuple[str, str]:
-    """(answer text, thinking text) of a response message in either content shape."""
-    content = message.get("content")
-    if isinstance(content, str) or content is None:
-        return content or "", message.get("reasoning_content") or ""
-    text, thinking = [], []
-    for chunk in content:
-        if chunk.get("type") == "text":
-            text.append(chunk["text"])
-        elif chunk.get("type") == "thinking":
-            thinking.extend(t.get("text", "") for t in chunk.get("thinking", []))
-    return "".join(text), "".join(thinking)
-
-
 class ResponseCache:
     """Every response appended to a JSONL file as it arrives; a rerun skips what is there."""
 
@@ -122,9 +122,10 @@ def run_task(task: Task, client: Client, settings: Settings, data_dir: Path, run
 
     def ask(item: Item) -> None:
         try:
-            response = client.complete(item.messages, settings.model, **settings.request())
-            text, thinking = message_text(response["choices"][0]["message"])
-            cache.add({"id": item.id, "text": text, "thinking": thinking, "usage": response.get("usage")})
+            response = client.chat.complete(model=settings.model, messages=item.messages,
+                                            **settings.request())
+            cache.add({"id": item.id, "text": response.text, "thinking": response.thinking,
+                       "usage": response.usage})
         except Exception as exc:  # recorded, scored wrong, retried on the next run
             cache.add({"id": item.id, "text": "", "thinking": "", "error": f"{type(exc).__name__}: {exc}"})
         with cache._lock:
@@ -132,13 +133,13 @@ def run_task(task: Task, client: Client, settings: Settings, data_dir: Path, run
             if progress:
                 progress(finished[0], len(items))
 
+    def score(item: Item) -> Result:
+        row = cache.done[item.id]
+        answer, correct = task.score(item, row["text"]) if not row.get("error") else (None, False)
+        return Result(id=item.id, group=item.group, gold=item.gold, answer=answer, correct=correct,
+                      text=row["text"], thinking=row.get("thinking", ""), error=row.get("error"))
+
     with ThreadPoolExecutor(max(1, settings.concurrency)) as pool:
         list(pool.map(ask, todo))
-    report = TaskReport(task=task.name, settings=asdict(settings))
-    for item in items:
-        row = cache.done[item.id]
-        answer = task.extract(row["text"]) if not row.get("error") else None
-        report.results.append(Result(id=item.id, group=item.group, gold=item.gold, answer=answer,
-                                     correct=answer is not None and answer == item.gold, text=row["text"],
-                                     thinking=row.get("thinking", ""), error=row.get("error")))
-    return report
+        results = list(pool.map(score, items))  # HumanEval runs code here, so in parallel too
+    return TaskReport(task=task.name, settings=asdict(settings), results=results)

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from magistral.evals.base import Item
+from magistral.evals.base import ExactMatch, Item
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _BOXED = re.compile(r"\\boxed\{([^}]*)\}")
@@ -20,7 +20,7 @@ def normalize(number: str) -> str:
     return value
 
 
-class GSM8K:
+class GSM8K(ExactMatch):
     name = "gsm8k"
     claimed = None  # the release publishes no GSM8K figure
 

@@ -1,5 +1,6 @@
 """Latency as a user sees it: time to first token and tokens/s of streamed requests at several
-concurrency levels, for a text prompt and (optionally) an image prompt; p50/p95/p99."""
+concurrency levels, for a text prompt and (optionally) an image prompt; p50/p95/p99. Every
+request starts with its own number, so no server answers it from a prompt-prefix cache."""
 
 from __future__ import annotations
 
@@ -28,11 +29,21 @@ def image_message(path: Path) -> list[dict[str, Any]]:
                                          {"type": "image_url", "image_url": f"data:{mime};base64,{data}"}]}]
 
 
+def _unique(messages: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    first = dict(messages[0])
+    content = first["content"]
+    if isinstance(content, str):
+        first["content"] = f"Request {n}. {content}"
+    else:
+        first["content"] = [{"type": "text", "text": f"Request {n}."}, *content]
+    return [first, *messages[1:]]
+
+
 def _one(client: Client, model: str, messages: list[dict[str, Any]], max_tokens: int) -> dict[str, float]:
     start = time.perf_counter()
     first = None
     tokens = 0
-    for event in client.stream(messages, model, max_tokens=max_tokens, temperature=0):
+    for event in client.chat.stream(model=model, messages=messages, max_tokens=max_tokens, temperature=0):
         if event.kind in ("text", "thinking") and first is None:
             first = time.perf_counter()
         if event.kind == "end" and event.usage:
@@ -47,10 +58,12 @@ def measure(base_url: str | None, api_key: str | None, model: str, messages: lis
             levels: tuple[int, ...] = (1, 4, 16), rounds: int = 2, max_tokens: int = 64) -> dict[str, Any]:
     """Each level runs `level` concurrent clients, each sending `rounds` requests in a row."""
     out: dict[str, Any] = {}
+    counter = iter(range(10**9))
     for level in levels:
         def worker(_: int) -> list[dict[str, float]]:
             with Client(base_url, api_key) as client:
-                return [_one(client, model, messages, max_tokens) for _ in range(rounds)]
+                return [_one(client, model, _unique(messages, next(counter)), max_tokens)
+                        for _ in range(rounds)]
         start = time.perf_counter()
         with ThreadPoolExecutor(level) as pool:
             samples = [s for batch in pool.map(worker, range(level)) for s in batch]
@@ -61,5 +74,6 @@ def measure(base_url: str | None, api_key: str | None, model: str, messages: lis
             "requests": len(samples), "ttft_p50_ms": statistics.median(ttft),
             "ttft_p95_ms": percentile(ttft, 0.95), "ttft_p99_ms": percentile(ttft, 0.99),
             "tokens_per_s_p50": statistics.median(tps) if tps else 0.0,
-            "aggregate_tokens_per_s": sum(s["tokens"] for s in samples) / wall}
+            "aggregate_tokens_per_s": sum(s["tokens"] for s in samples) / wall,
+            "ttft_samples_ms": ttft}
     return out

@@ -4,17 +4,10 @@ that tolerates thinking traces and chatter; per-subject and macro accuracy."""
 from __future__ import annotations
 
 import csv
-import re
 from pathlib import Path
 
-from magistral.evals.base import Item
-
-LETTERS = "ABCD"
-_PATTERNS = [
-    re.compile(r"answer\s*(?:is|:)?\s*\(?\**([ABCD])\b", re.IGNORECASE),
-    re.compile(r"^\s*\(?([ABCD])[\).:\s]", re.MULTILINE),
-    re.compile(r"\b([ABCD])\b"),
-]
+from magistral.evals.base import ExactMatch, Item
+from magistral.evals.choices import extract_letter, format_options
 
 
 def _rows(path: Path) -> list[list[str]]:
@@ -23,11 +16,11 @@ def _rows(path: Path) -> list[list[str]]:
 
 
 def _format(row: list[str], with_answer: bool) -> str:
-    text = row[0].strip() + "\n" + "\n".join(f"{letter}. {row[i + 1]}" for i, letter in enumerate(LETTERS))
+    text = row[0].strip() + "\n" + format_options(row[1:5])
     return text + (f"\nAnswer: {row[5]}" if with_answer else "\nAnswer:")
 
 
-class MMLU:
+class MMLU(ExactMatch):
     name = "mmlu"
     claimed = 84.5
 
@@ -53,7 +46,4 @@ class MMLU:
         return items[:limit] if limit is not None else items
 
     def extract(self, text: str) -> str | None:
-        for pattern in _PATTERNS:
-            if m := pattern.search(text):
-                return m.group(1).upper()
-        return None
+        return extract_letter(text, 4)

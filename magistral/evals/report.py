@@ -10,9 +10,11 @@ from magistral.evals.base import TaskReport
 
 
 def write_reports(reports: list[TaskReport], run_dir: Path, model: str,
-                  latency: dict | None = None) -> None:
+                  latency: dict | None = None, data_version: dict[str, str] | None = None) -> None:
+    """report.json (merged with the tasks of earlier runs into the same folder), report.md, PNGs."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [{"task": r.task, "settings": r.settings, "accuracy": r.accuracy,
+    tasks = [{"task": r.task, "settings": r.settings, "data": (data_version or {}).get(r.task),
+              "accuracy": r.accuracy,
               "macro_accuracy": r.macro_accuracy(), "by_group": r.by_group(),
               "items": [asdict(x) for x in r.results]} for r in reports]
     previous = run_dir / "report.json"
@@ -25,6 +27,12 @@ def write_reports(reports: list[TaskReport], run_dir: Path, model: str,
     if latency:
         payload["latency"] = latency
     (run_dir / "report.json").write_text(json.dumps(payload, indent=1))
+    render(run_dir)
+
+
+def render(run_dir: Path) -> None:
+    """report.md and the plots, from report.json (`magistral eval report RUN_DIR`)."""
+    payload = json.loads((run_dir / "report.json").read_text())
     (run_dir / "report.md").write_text(markdown(payload))
     plot(payload, run_dir)
 
@@ -75,4 +83,16 @@ def plot(payload: dict, run_dir: Path) -> None:
         ax.set_title(f"{task['task']}: {100 * task['accuracy']:.1f}% on {len(task['items'])} items")
         fig.tight_layout()
         fig.savefig(run_dir / f"{task['task']}.png", dpi=110)
+        plt.close(fig)
+    for prompt, levels in (payload.get("latency") or {}).items():
+        samples = {level: r.get("ttft_samples_ms") for level, r in levels.items()}
+        if not all(samples.values()):
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.boxplot(list(samples.values()))
+        ax.set_xticks(range(1, len(samples) + 1), [f"{level} concurrent" for level in samples])
+        ax.set_ylabel("time to first token (ms)")
+        ax.set_title(f"TTFT, {prompt} prompt")
+        fig.tight_layout()
+        fig.savefig(run_dir / f"latency_{prompt}.png", dpi=110)
         plt.close(fig)

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from magistral.evals.gsm8k import GSM8K
+from magistral.evals.humaneval import HumanEval
 from magistral.evals.mmlu import MMLU
+from magistral.evals.puzzlevqa import PuzzleVQA
+from magistral.evals.scienceqa import ScienceQA
 
-TASKS = {"mmlu": MMLU, "mmlu5": lambda: _five_shot(), "gsm8k": GSM8K}
+TASKS = {"mmlu": MMLU, "mmlu5": lambda: _five_shot(), "humaneval": HumanEval, "gsm8k": GSM8K,
+         "scienceqa": ScienceQA, "puzzlevqa": PuzzleVQA}
 
 
 def _five_shot() -> MMLU:

@@ -97,10 +97,8 @@ def open_server(mistral3_checkpoint: Path, tmp_path_factory) -> Iterator[Server]
 
 
 @pytest.fixture(scope="module")
-def guarded_server(mistral3_checkpoint: Path, tmp_path_factory) -> Iterator[Server]:
-    server = start_server(tmp_path_factory.mktemp("vision-guarded"), "--model", str(mistral3_checkpoint))
-    yield server
-    stop(server)
+def guarded_server(vision_server: Server) -> Server:
+    return vision_server  # the default image policy
 
 
 @pytest.fixture(scope="module")

@@ -42,3 +42,32 @@ def test_eval_latency_reports_percentiles(server: Server, tmp_path: Path) -> Non
         assert 0 < level["ttft_p50_ms"] <= level["ttft_p95_ms"] <= level["ttft_p99_ms"] < 60_000
         assert level["aggregate_tokens_per_s"] > 0 and level["tokens_per_s_p50"] > 0
     assert "## Latency, text prompt (claimed: under 200 ms)" in (out / "report.md").read_text()
+
+
+@pytest.mark.skipif(not (DATA / "scienceqa").is_dir(), reason="../shared/data is not here")
+def test_eval_cli_runs_code_and_image_tasks_and_rebuilds_reports(server: Server, vision_server: Server,
+                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cli("eval", "humaneval", "--base-url", server.base_url, "--api-key", server.key, "--limit", "3",
+        "--max-tokens", "96", "--out", str(out), "--no-progress")
+    image = DATA / "scienceqa" / "images" / "test" / "5" / "image.png"
+    cli("eval", "scienceqa,puzzlevqa,latency", "--base-url", vision_server.base_url, "--api-key",
+        vision_server.key, "--model", "tiny-mistral3", "--data-dir", str(DATA), "--limit", "4",
+        "--max-tokens", "8", "--out", str(out), "--latency-levels", "1,2", "--latency-rounds", "1",
+        "--image", str(image))
+    report = json.loads((out / "report.json").read_text())
+    tasks = {t["task"]: t for t in report["tasks"]}
+    assert set(tasks) == {"humaneval", "scienceqa", "puzzlevqa"}
+    for task in tasks.values():
+        assert len(task["items"]) in (3, 4) and not any(item["error"] for item in task["items"])
+    assert all(item["answer"] for item in tasks["humaneval"]["items"])  # each ran in the sandbox
+    assert tasks["scienceqa"]["data"].startswith("ScienceQA")
+    assert set(report["latency"]) == {"text", "image"}
+    assert len(tasks["puzzlevqa"]["by_group"]) == 4  # the limit spreads over puzzle kinds
+    for name in ("report.md", "scienceqa.png", "puzzlevqa.png", "latency_text.png", "latency_image.png"):
+        (out / name).unlink()
+    assert cli("eval", "report", str(out)).stdout.strip() == str(out)
+    markdown = (out / "report.md").read_text()
+    assert "| humaneval |" in markdown and "| scienceqa |" in markdown and "79.4" in markdown
+    assert "## Latency, image prompt (claimed: under 500 ms)" in markdown
+    assert all((out / name).stat().st_size > 1000 for name in ("puzzlevqa.png", "latency_image.png"))

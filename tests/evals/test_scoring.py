@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import threading
@@ -13,11 +14,20 @@ import pytest
 from magistral.client import Client
 from magistral.evals.base import Settings, run_task
 from magistral.evals.gsm8k import GSM8K
+from magistral.evals.humaneval import HumanEval, load_problems
 from magistral.evals.mmlu import MMLU
+from magistral.evals.puzzlevqa import PuzzleVQA
 from magistral.evals.report import write_reports
+from magistral.evals.scienceqa import ScienceQA
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (DATA / "mmlu").is_dir(), reason="../shared/data is not here")
+
+
+def key(content: str | list) -> str:
+    """What the fake endpoint looks answers up by: the text, or text and images together
+    (some ScienceQA questions share their text and differ by the picture)."""
+    return content if isinstance(content, str) else hashlib.sha1(json.dumps(content).encode()).hexdigest()
 
 
 class FakeEndpoint:
@@ -31,7 +41,7 @@ class FakeEndpoint:
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests += 1
-                thinking, text = answer(body["messages"][-1]["content"])
+                thinking, text = answer(key(body["messages"][-1]["content"]))
                 content = [{"type": "thinking", "thinking": [{"type": "text", "text": thinking}]},
                            {"type": "text", "text": text}] if thinking else text
                 payload = json.dumps({"id": "x" * 32, "object": "chat.completion", "created": 0,
@@ -91,10 +101,25 @@ def test_gold_answers_score_100_percent_through_thinking_and_chatter(endpoint, t
     assert "| mmlu | 100.0 | 84.5 | 114 |" in (tmp_path / "report.md").read_text()
 
 
-def test_always_a_scores_the_share_of_a(endpoint, tmp_path: Path) -> None:
-    items = MMLU().items(DATA, 300)
+def test_gold_answers_score_100_percent_on_image_and_code_tasks(endpoint, tmp_path: Path) -> None:
+    gold = {key(item.messages[-1]["content"]): f"The answer is {item.gold}."
+            for task in (ScienceQA(), PuzzleVQA()) for item in task.items(DATA, None)}
+    solutions = {p["prompt"]: p["canonical_solution"] for p in load_problems()}
+    for item in HumanEval().items(DATA, 20):
+        code = item.meta["prompt"] + solutions[item.meta["prompt"]]
+        gold[key(item.messages[-1]["content"])] = f"```python\n{code}```"
+    server = endpoint(lambda prompt: ("Let me look at the picture.", gold[prompt]))
+    for task, limit, expected in ((ScienceQA(), None, 300), (PuzzleVQA(), None, 200), (HumanEval(), 20, 20)):
+        report = run(task, server, tmp_path, limit)
+        assert len(report.results) == expected and report.accuracy == 1.0, task.name
+    assert len(run(PuzzleVQA(), server, tmp_path, None).by_group()) == 20
+
+
+@pytest.mark.parametrize("task", [MMLU(), ScienceQA(), PuzzleVQA()], ids=lambda t: t.name)
+def test_always_a_scores_the_share_of_a(task, endpoint, tmp_path: Path) -> None:
+    items = task.items(DATA, 300)
     share = sum(item.gold == "A" for item in items) / len(items)
-    report = run(MMLU(), endpoint(lambda prompt: ("", "A")), tmp_path, 300)
+    report = run(task, endpoint(lambda prompt: ("", "A")), tmp_path, 300)
     assert report.accuracy == pytest.approx(share) and 0 < share < 1
 
 
