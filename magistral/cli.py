@@ -1,10 +1,12 @@
-"""`magistral serve | keys | chat | eval`."""
+"""`magistral serve | keys | accounts | usage | chat | eval`."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import socket
 import sys
+from datetime import UTC, datetime, timedelta
 
 DEFAULT_PORT = 8000
 
@@ -15,19 +17,36 @@ def _serve(args: argparse.Namespace) -> int:
     from magistral.api.app import create_app
     from magistral.chat.images import ImagePolicy
     from magistral.engine.registry import ModelRegistry, load_model
+    from magistral.platform.config import PlatformConfig
+    from magistral.platform.gateway import Platform
     from magistral.platform.store import Store
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(args.database_url)
+    config = PlatformConfig.load(args.platform_config)
+    platform = Platform.create(store, redis_url=args.redis_url, config=config,
+                               replica=args.replica_id or f"{socket.gethostname()}:{args.port}",
+                               enabled=not args.no_platform_for_benchmarks)
     specs = args.model or [None]
     models = [load_model(spec, max_active=args.max_active, quantize=args.quantize, engine=args.engine)
               for spec in specs]
     policy = ImagePolicy(allow_private_hosts=args.allow_private_image_hosts)
-    app = create_app(ModelRegistry(models), store, policy)
+    app = create_app(ModelRegistry(models), platform, policy)
     print(f"magistral: serving {', '.join(m.id for m in models)} on http://{args.host}:{args.port}",
           flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+def _expiry(value: str | None) -> datetime | None:
+    """'30d', '12h' or an ISO date/time (UTC)."""
+    if value is None:
+        return None
+    if value[:-1].isdigit() and value[-1] in "dh":
+        amount = int(value[:-1])
+        return datetime.now(UTC) + (timedelta(days=amount) if value[-1] == "d" else timedelta(hours=amount))
+    moment = datetime.fromisoformat(value)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -36,20 +55,84 @@ def _keys(args: argparse.Namespace) -> int:
 
     store = Store(args.database_url)
     if args.keys_command == "create":
-        info, secret = create_key(store, args.name)
-        print(f"Created key {info.id} ({info.name}). Store it now; it is not shown again:",
-              file=sys.stderr)
+        try:
+            info, secret = create_key(store, args.name, args.account, rpm=args.rpm, tpm=args.tpm,
+                                      expires_at=_expiry(args.expires), admin=args.admin)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"Created key {info.id} ({info.name}) of account {info.account}. Store it now; it is not "
+              "shown again:", file=sys.stderr)
         print(secret)
     elif args.keys_command == "list":
-        print(f"{'ID':>4}  {'NAME':<24} {'PREFIX':<12} {'CREATED':<20} STATUS")
-        for k in list_keys(store):
-            status = f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "active"
-            print(f"{k.id:>4}  {k.name:<24} {k.prefix:<12} {k.created_at:%Y-%m-%d %H:%M:%S}  {status}")
+        print(f"{'ID':>4}  {'NAME':<20} {'ACCOUNT':<16} {'PREFIX':<12} {'RPM':>6} {'TPM':>9} "
+              f"{'CREATED':<17} STATUS")
+        for k in list_keys(store, args.account):
+            status = (f"revoked {k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at
+                      else "expired" if k.expired
+                      else f"active until {k.expires_at:%Y-%m-%d}" if k.expires_at else "active")
+            print(f"{k.id:>4}  {k.name:<20} {k.account:<16} {k.prefix:<12} {k.rpm or 'tier':>6} "
+                  f"{k.tpm or 'tier':>9} {k.created_at:%Y-%m-%d %H:%M}  {status}"
+                  f"{' admin' if k.is_admin else ''}")
     elif args.keys_command == "revoke":
         if not revoke_key(store, args.id):
             print(f"no key with id {args.id}", file=sys.stderr)
             return 1
         print(f"revoked key {args.id}")
+    return 0
+
+
+def _accounts(args: argparse.Namespace) -> int:
+    from magistral.platform.accounts import create_account, list_accounts, set_status
+    from magistral.platform.store import Store
+
+    store = Store(args.database_url)
+    try:
+        if args.accounts_command == "create":
+            info = create_account(store, args.name, tier=args.tier, status=args.status)
+            print(f"created account {info.name} (tier {info.tier}, billing {info.billing_status})")
+        elif args.accounts_command == "list":
+            print(f"{'ID':>4}  {'NAME':<24} {'TIER':<12} BILLING")
+            for a in list_accounts(store):
+                print(f"{a.id:>4}  {a.name:<24} {a.tier:<12} {a.billing_status}")
+        elif args.accounts_command in ("suspend", "activate"):
+            status = "suspended" if args.accounts_command == "suspend" else "active"
+            if not set_status(store, args.name, status):
+                print(f"no account named {args.name!r}", file=sys.stderr)
+                return 1
+            print(f"account {args.name} is {status}")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _usage(args: argparse.Namespace) -> int:
+    from magistral.platform.accounts import get_account
+    from magistral.platform.billing import invoice_for
+    from magistral.platform.config import PlatformConfig
+    from magistral.platform.store import Store
+
+    store = Store(args.database_url)
+    account = get_account(store, args.account)
+    if account is None:
+        print(f"no account named {args.account!r}", file=sys.stderr)
+        return 1
+    month = args.month or datetime.now(UTC).strftime("%Y-%m")
+    invoice = invoice_for(store, PlatformConfig.load(args.platform_config), account.id, account.name, month)
+    if args.json:
+        import json
+        print(json.dumps(invoice.as_dict(), indent=1))
+        return 0
+    print(f"Invoice of {account.name} for {month}")
+    print(f"{'MODEL':<28} {'INPUT TOKENS':>14} {'OUTPUT TOKENS':>14} {'LIST $':>14} {'DISCOUNT $':>13} "
+          f"{'AMOUNT $':>14}")
+    for line in invoice.as_dict()["lines"]:
+        print(f"{line['model']:<28} {line['prompt_tokens']:>14,} {line['completion_tokens']:>14,} "
+              f"{line['list_usd']:>14} {line['discount_usd']:>13} {line['amount_usd']:>14}")
+    for tier, tokens in invoice.tokens_by_tier.items():
+        print(f"  {tokens:,} tokens {tier}")
+    print(f"TOTAL {invoice.total_tokens:,} tokens: ${invoice.total} ({invoice.total_micros} micro-dollars)")
     return 0
 
 
@@ -109,6 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--quantize", choices=["auto", "none", "bf16", "int4"], default="auto",
                        help="serving weights: auto = int4 for GGUF files (their weights are 4-bit already), "
                        "fp32 for safetensors checkpoints")
+    serve.add_argument("--redis-url", default=None,
+                       help="share rate limits between replicas in Redis (default: in this process)")
+    serve.add_argument("--platform-config", default=None,
+                       help="JSON with prices, volume tiers and default limits (see platform/config.py)")
+    serve.add_argument("--replica-id", default=None, help="this replica's name in usage rows "
+                       "(default host:port); at startup its rows left in progress are closed")
+    serve.add_argument("--no-platform-for-benchmarks", action="store_true",
+                       help=argparse.SUPPRESS)  # no auth, limits or metering: bench/platform.py only
     serve.add_argument("--allow-private-image-hosts", action="store_true",
                        help="let image URLs reach loopback/private addresses (on-premise image servers)")
     serve.add_argument("--log-level", default="info")
@@ -118,10 +209,34 @@ def build_parser() -> argparse.ArgumentParser:
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     create = keys_sub.add_parser("create", parents=[db], help="create a key and print it once")
     create.add_argument("--name", required=True)
-    keys_sub.add_parser("list", parents=[db], help="list keys (never their secrets)")
+    create.add_argument("--account", default=None, help="the owning account (default: 'default')")
+    create.add_argument("--rpm", type=int, default=None, help="requests per minute (default: the tier's)")
+    create.add_argument("--tpm", type=int, default=None, help="tokens per minute (default: the tier's)")
+    create.add_argument("--expires", default=None, help="'30d', '12h' or an ISO date (UTC)")
+    create.add_argument("--admin", action="store_true", help="may read /metrics")
+    listing = keys_sub.add_parser("list", parents=[db], help="list keys (never their secrets)")
+    listing.add_argument("--account", default=None)
     revoke = keys_sub.add_parser("revoke", parents=[db], help="revoke a key by id")
     revoke.add_argument("id", type=int)
     keys.set_defaults(func=_keys)
+
+    accounts = sub.add_parser("accounts", help="create, list, suspend and activate accounts")
+    accounts_sub = accounts.add_subparsers(dest="accounts_command", required=True)
+    new = accounts_sub.add_parser("create", parents=[db], help="create an account")
+    new.add_argument("name")
+    new.add_argument("--tier", default="standard", help="default limits: standard, scale, enterprise")
+    new.add_argument("--status", default="active", choices=["active", "suspended"])
+    accounts_sub.add_parser("list", parents=[db])
+    for command in ("suspend", "activate"):
+        accounts_sub.add_parser(command, parents=[db]).add_argument("name")
+    accounts.set_defaults(func=_accounts)
+
+    usage = sub.add_parser("usage", parents=[db], help="print an account's invoice for a month")
+    usage.add_argument("--account", required=True)
+    usage.add_argument("--month", default=None, help="YYYY-MM (default: this month)")
+    usage.add_argument("--platform-config", default=None, help="the prices and tiers the server uses")
+    usage.add_argument("--json", action="store_true")
+    usage.set_defaults(func=_usage)
 
     chat = sub.add_parser("chat", help="ask a running server one question, streaming the answer")
     chat.add_argument("prompt")

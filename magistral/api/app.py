@@ -5,15 +5,17 @@ from __future__ import annotations
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from magistral import __version__
+from magistral.api.auth import require_admin
 from magistral.api.errors import APIError, error_response, install_error_handlers
-from magistral.api.routes import chat, models
+from magistral.api.routes import chat, models, usage
 from magistral.chat.images import ImagePolicy
 from magistral.engine.registry import ModelRegistry
-from magistral.platform.store import Store
+from magistral.platform.gateway import Platform
 
 MAX_BODY_BYTES = 128 * 1024 * 1024  # 8 images of 10 MB, base64-encoded, fit with room to spare
 
@@ -35,23 +37,34 @@ class BodySizeLimit:
         await self.app(scope, receive, send)
 
 
-def create_app(registry: ModelRegistry, store: Store, image_policy: ImagePolicy | None = None) -> FastAPI:
+def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImagePolicy | None = None
+               ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
         registry.shutdown()
-        store.dispose()
+        platform.close()
+        platform.store.dispose()
 
     app = FastAPI(title="magistral", version=__version__, lifespan=lifespan,
                   description="Mistral-compatible chat API served by magistral")
     app.state.registry = registry
-    app.state.store = store
+    app.state.platform = platform
+    app.state.store = platform.store
     app.state.image_policy = image_policy or ImagePolicy()
     install_error_handlers(app)
 
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(chat.router)
     app.include_router(models.router)
+    app.include_router(usage.router)
+    from magistral.dashboard import routes as dashboard
+    app.include_router(dashboard.router)
+
+    @app.get("/metrics", dependencies=[Depends(require_admin)], include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        return Response(request.app.state.platform.metrics.render(),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:

@@ -1,20 +1,38 @@
-"""Bearer-key authentication for every /v1 route."""
+"""Bearer-key authentication for every /v1 route: unknown, revoked or expired keys get 401,
+keys of an account whose billing is not active get 403."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from magistral.api.errors import APIError
-from magistral.platform.keys import KeyInfo, verify_key
+from magistral.platform.gateway import AccessDenied, Platform
+from magistral.platform.keys import KeyInfo
+
+# stands in for a key when the platform layer is switched off (benchmarks only)
+ANONYMOUS = KeyInfo(id=0, name="anonymous", prefix="", created_at=datetime(2026, 1, 1, tzinfo=UTC),
+                    revoked_at=None)
 
 
 async def require_key(request: Request) -> KeyInfo:
+    platform: Platform = request.app.state.platform
+    if not platform.enabled:
+        return ANONYMOUS
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
         raise APIError(401, "Unauthorized: missing API key (send 'Authorization: Bearer <key>')")
-    key = await run_in_threadpool(verify_key, request.app.state.store, secret.strip())
-    if key is None:
-        raise APIError(401, "Unauthorized: invalid or revoked API key")
+    try:
+        return await run_in_threadpool(platform.authenticate, secret.strip())
+    except AccessDenied as denied:
+        raise APIError(denied.status, denied.message, code=denied.code) from denied
+
+
+async def require_admin(request: Request) -> KeyInfo:
+    key = await require_key(request)
+    if request.app.state.platform.enabled and not key.is_admin:
+        raise APIError(403, "Forbidden: this route needs an admin key (magistral keys create --admin)")
     return key

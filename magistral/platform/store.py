@@ -1,12 +1,27 @@
-"""Durable storage for keys and usage (SQLAlchemy: SQLite by default, any database URL works)."""
+"""Durable storage (SQLAlchemy): accounts, their keys, one usage row per request and daily
+aggregates of usage, kept in the same transactions as the rows so that reports, invoices and
+the dashboard read a few hundred rows instead of millions. SQLite by default; PostgreSQL (or
+any SQLAlchemy URL) for several replicas."""
 
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
-from sqlalchemy import DateTime, ForeignKey, Integer, String, create_engine, event, func, select
+from sqlalchemy import (
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -24,42 +39,90 @@ def default_database_url() -> str:
     return f"sqlite:///{base / 'magistral.db'}"
 
 
+def engine_url(url: str) -> str:
+    """postgresql:// means psycopg 3 here (the driver this package installs)."""
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme):]
+    return url
+
+
 class Base(DeclarativeBase):
     pass
+
+
+class Account(Base):
+    """An organisation: owns keys, is billed. No free tier: only `active` accounts are served."""
+    __tablename__ = "accounts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    tier: Mapped[str] = mapped_column(String(50), default="standard")  # default limits
+    billing_status: Mapped[str] = mapped_column(String(20), default="active")  # active | suspended
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class ApiKey(Base):
     __tablename__ = "api_keys"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     prefix: Mapped[str] = mapped_column(String(16))  # shown in listings to tell keys apart
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the tier's default
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # may read /metrics
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class UsageRecord(Base):
+    """One row per request that reached the model. A streamed request's row is written before
+    its first token leaves and advanced before each later one (status `in_progress` meanwhile),
+    so a crash never leaves tokens that a client saw unbilled."""
     __tablename__ = "usage"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), index=True)
     model: Mapped[str] = mapped_column(String(200))
     prompt_tokens: Mapped[int] = mapped_column(Integer)
-    completion_tokens: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(32))  # finish reason, "disconnected" or "error"
-    latency_ms: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
-                                                 index=True)
+    completion_tokens: Mapped[int] = mapped_column(Integer)  # thinking tokens included
+    # a finish reason, or in_progress, disconnected, error, interrupted
+    status: Mapped[str] = mapped_column(String(32))
+    replica: Mapped[str] = mapped_column(String(200), default="")
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class UsageDaily(Base):
+    """Pre-aggregated usage per account, key, model and UTC day."""
+    __tablename__ = "usage_daily"
+    __table_args__ = (UniqueConstraint("account_id", "key_id", "model", "day"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    model: Mapped[str] = mapped_column(String(200))
+    day: Mapped[date] = mapped_column(Date, index=True)
+    requests: Mapped[int] = mapped_column(Integer, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Store:
     def __init__(self, url: str | None = None):
         self.url = url or default_database_url()
-        self.engine: Engine = create_engine(self.url, pool_pre_ping=True)
+        url = engine_url(self.url)
+        pool = {} if url.startswith("sqlite") else {"pool_size": 20, "max_overflow": 20}
+        self.engine: Engine = create_engine(url, pool_pre_ping=True, **pool)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         Base.metadata.create_all(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
 
     def usage_count(self) -> int:
         with self.session() as s:
@@ -76,7 +139,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
-__all__ = ["ApiKey", "Base", "Session", "Store", "UsageRecord", "default_database_url", "utcnow"]
+__all__ = ["Account", "ApiKey", "Base", "Session", "Store", "UsageDaily", "UsageRecord",
+           "default_database_url", "utcnow"]

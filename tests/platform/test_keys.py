@@ -5,7 +5,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from magistral.platform.keys import create_key, hash_key, list_keys, revoke_key, verify_key
-from magistral.platform.metering import Usage, record_usage
+from magistral.platform.metering import Usage, UsageJournal
 from magistral.platform.store import ApiKey, Store
 
 
@@ -28,6 +28,8 @@ def test_usage_rows_persist(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'u.db'}"
     store = Store(url)
     info, _ = create_key(store, "bob")
-    record_usage(store, Usage("r1", info.id, "m", 10, 20, "stop", 5))
+    journal = UsageJournal(store)
+    journal.write_nowait(Usage("r1", info.account_id, info.id, "m", 10, 20, "stop", 5))
+    journal.close()
     store.dispose()
     assert Store(url).usage_count() == 1  # a fresh connection sees it

@@ -1,0 +1,72 @@
+"""The platform layer in front of the engine: who may call (keys, accounts, expiry), how much
+(rate limits with token reservations), and what it costs (the usage journal, metrics)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from magistral.platform.config import Limits, PlatformConfig
+from magistral.platform.keys import KeyInfo, verify_key
+from magistral.platform.metering import UsageJournal, reconcile
+from magistral.platform.metrics import Metrics
+from magistral.platform.ratelimit import Decision, RateLimiter, make_rate_limiter
+from magistral.platform.store import Store
+
+
+class AccessDenied(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+@dataclass
+class Platform:
+    store: Store
+    config: PlatformConfig
+    limiter: RateLimiter
+    journal: UsageJournal
+    metrics: Metrics
+    replica: str
+    enabled: bool = True  # False only for benchmarks that measure what this layer costs
+
+    @classmethod
+    def create(cls, store: Store, *, redis_url: str | None = None, config: PlatformConfig | None = None,
+               replica: str | None = None, enabled: bool = True, namespace: str = "magistral") -> Platform:
+        replica = replica or socket.gethostname()
+        reconcile(store, replica)  # rows a killed predecessor left open
+        return cls(store=store, config=config or PlatformConfig(),
+                   limiter=make_rate_limiter(redis_url, namespace), journal=UsageJournal(store),
+                   metrics=Metrics(), replica=replica, enabled=enabled)
+
+    def authenticate(self, secret: str) -> KeyInfo:
+        key = verify_key(self.store, secret)
+        if key is None:
+            raise AccessDenied(401, "Unauthorized: invalid or revoked API key")
+        if key.expired:
+            raise AccessDenied(401, f"Unauthorized: API key expired on {key.expires_at:%Y-%m-%d %H:%M} UTC",
+                               code="key_expired")
+        if key.account_status != "active":
+            raise AccessDenied(403, f"Account '{key.account}' is {key.account_status}: its billing is not "
+                               "active, so its keys are not served. Contact the operator to reactivate it.",
+                               code="account_inactive")
+        return key
+
+    def limits(self, key: KeyInfo) -> Limits:
+        default = self.config.limits(key.tier)
+        return Limits(rpm=key.rpm if key.rpm is not None else default.rpm,
+                      tpm=key.tpm if key.tpm is not None else default.tpm)
+
+    def admit(self, key: KeyInfo, request_id: str, tokens: int) -> Decision:
+        limits = self.limits(key)
+        decision = self.limiter.acquire(key.id, request_id, limits.rpm, limits.tpm, tokens)
+        if not decision.allowed:
+            self.metrics.rate_limited.labels(decision.reason).inc()
+        return decision
+
+    def remaining(self, key: KeyInfo) -> Decision:
+        limits = self.limits(key)
+        return self.limiter.status(key.id, limits.rpm, limits.tpm)
+
+    def close(self) -> None:
+        self.journal.close()
