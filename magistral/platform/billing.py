@@ -68,7 +68,7 @@ class Invoice:
 
 
 def _tier_label(tier: VolumeTier) -> str:
-    return f"from {tier.from_tokens:,} tokens: {tier.discount * 100:g}% off"
+    return f"from {tier.from_tokens:,} tokens: {float(tier.discount * 100):g}% off"  # a label only
 
 
 def compute_invoice(account: str, month: str, usage: list[tuple[date, str, int, int]],
