@@ -24,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     store = Store(args.database_url)
     config = PlatformConfig.load(args.platform_config)
-    platform = Platform.create(store, redis_url=args.redis_url, config=config,
+    platform = Platform.create(store, redis_url=args.redis_url, config=config, namespace=args.redis_namespace,
                                replica=args.replica_id or f"{socket.gethostname()}:{args.port}",
                                enabled=not args.no_platform_for_benchmarks)
     specs = args.model or [None]
@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "fp32 for safetensors checkpoints")
     serve.add_argument("--redis-url", default=None,
                        help="share rate limits between replicas in Redis (default: in this process)")
+    serve.add_argument("--redis-namespace", default="magistral",
+                       help="prefix of this deployment's keys in Redis (replicas that share limits share it)")
     serve.add_argument("--platform-config", default=None,
                        help="JSON with prices, volume tiers and default limits (see platform/config.py)")
     serve.add_argument("--replica-id", default=None, help="this replica's name in usage rows "

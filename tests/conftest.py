@@ -66,8 +66,8 @@ class Server:
             time.sleep(0.05)
 
 
-def start_server(tmp: Path, *extra: str) -> Server:
-    database_url = f"sqlite:///{tmp / 'magistral.db'}"
+def start_server(tmp: Path, *extra: str, database_url: str | None = None, key: str | None = None) -> Server:
+    database_url = database_url or f"sqlite:///{tmp / 'magistral.db'}"
     port = free_port()
     log = open(tmp / "server.log", "w")  # noqa: SIM115 - lives as long as the server
     process = subprocess.Popen(
@@ -88,7 +88,7 @@ def start_server(tmp: Path, *extra: str) -> Server:
             process.kill()
             raise RuntimeError("server did not start: " + (tmp / "server.log").read_text())
         time.sleep(0.25)
-    return Server(base_url, database_url, create_key(database_url), process)
+    return Server(base_url, database_url, key or create_key(database_url), process)
 
 
 @pytest.fixture(scope="session")
