@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from magistral.platform.store import Store, UsageDaily, UsageRecord, utcnow
@@ -58,6 +58,8 @@ class UsageJournal:
         self._lock = threading.Condition()
         self._closed = False
         self._busy = False
+        self._connection = None  # the journal thread's own
+        self._upsert = _upsert_daily(store.dialect)
         self._thread = threading.Thread(target=self._run, name="magistral-usage", daemon=True)
         self._thread.start()
 
@@ -83,6 +85,8 @@ class UsageJournal:
             self._closed = True
             self._lock.notify_all()
         self._thread.join(timeout=5)
+        if self._connection is not None:
+            self._connection.close()
 
     def _enqueue(self, pending: _Pending) -> None:
         with self._lock:
@@ -111,33 +115,52 @@ class UsageJournal:
                     p.loop.call_soon_threadsafe(_resolve, p.done, error)
 
     def _commit(self, batch: list[Usage]) -> None:
+        """One transaction for the round, in Core statements (this runs once per streamed token
+        of every request, so it is kept lean)."""
         latest: dict[str, Usage] = {}
         for usage in batch:  # several states of one request in a round: the last one wins
             latest[usage.request_id] = usage
         daily: dict[tuple[int, int, str, date], list[int]] = defaultdict(lambda: [0, 0, 0])
-        with self.store.session() as s, s.begin():
-            for usage in latest.values():
-                before = self._committed.get(usage.request_id)
-                day = usage.created_at.astimezone(UTC).date()
-                totals = daily[(usage.account_id, usage.key_id, usage.model, day)]
-                if before is None:
-                    s.add(UsageRecord(**vars(usage)))
-                    totals[0] += 1
-                    totals[1] += usage.prompt_tokens
-                    totals[2] += usage.completion_tokens
-                else:
-                    s.execute(update(UsageRecord).where(UsageRecord.request_id == usage.request_id).values(
-                        completion_tokens=usage.completion_tokens, status=usage.status,
-                        latency_ms=usage.latency_ms))
-                    totals[2] += usage.completion_tokens - before.completion_tokens
-            for (account_id, key_id, model, day), (requests, prompt, completion) in daily.items():
-                s.execute(_upsert_daily(self.store.dialect, account_id, key_id, model, day, requests, prompt,
-                                        completion))
+        new_rows, updates = [], []
+        for usage in latest.values():
+            before = self._committed.get(usage.request_id)
+            day = usage.created_at.astimezone(UTC).date()
+            totals = daily[(usage.account_id, usage.key_id, usage.model, day)]
+            if before is None:
+                new_rows.append(vars(usage))
+                totals[0] += 1
+                totals[1] += usage.prompt_tokens
+                totals[2] += usage.completion_tokens
+            else:
+                updates.append({"rid": usage.request_id, "completion_tokens": usage.completion_tokens,
+                                "status": usage.status, "latency_ms": usage.latency_ms})
+                totals[2] += usage.completion_tokens - before.completion_tokens
+        if self._connection is None:
+            self._connection = self.store.engine.connect()
+        try:
+            with self._connection.begin():
+                if new_rows:
+                    self._connection.execute(insert(UsageRecord), new_rows)
+                if updates:
+                    self._connection.execute(_UPDATE_ROW, updates)
+                self._connection.execute(self._upsert, [
+                    {"account_id": account, "key_id": key, "model": model, "day": day, "requests": requests,
+                     "prompt": prompt, "completion": completion}
+                    for (account, key, model, day), (requests, prompt, completion) in daily.items()])
+        except Exception:
+            self._connection.close()  # a fresh connection next round
+            self._connection = None
+            raise
         for usage in latest.values():
             if usage.final:
                 self._committed.pop(usage.request_id, None)
             else:
                 self._committed[usage.request_id] = usage
+
+
+_UPDATE_ROW = (update(UsageRecord).where(UsageRecord.request_id == bindparam("rid"))
+               .values(completion_tokens=bindparam("completion_tokens"), status=bindparam("status"),
+                       latency_ms=bindparam("latency_ms")))
 
 
 def _resolve(done: asyncio.Future, error: BaseException | None) -> None:
@@ -149,12 +172,14 @@ def _resolve(done: asyncio.Future, error: BaseException | None) -> None:
         done.set_exception(RuntimeError(f"usage could not be recorded: {error}"))
 
 
-def _upsert_daily(dialect: str, account_id: int, key_id: int, model: str, day: date, requests: int,
-                  prompt: int, completion: int):
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(UsageDaily).values(
-        account_id=account_id, key_id=key_id, model=model, day=day, requests=requests, prompt_tokens=prompt,
-        completion_tokens=completion)
+def _upsert_daily(dialect: str):
+    """Add a round's counts to the (account, key, model, day) aggregate, creating it if needed.
+    Built once per dialect: constructing it per round cost more than executing it."""
+    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = make(UsageDaily).values(
+        account_id=bindparam("account_id"), key_id=bindparam("key_id"), model=bindparam("model"),
+        day=bindparam("day"), requests=bindparam("requests"), prompt_tokens=bindparam("prompt"),
+        completion_tokens=bindparam("completion"))
     table = UsageDaily.__table__
     return statement.on_conflict_do_update(
         index_elements=["account_id", "key_id", "model", "day"],

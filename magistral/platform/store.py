@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -68,8 +69,8 @@ class ApiKey(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
     key_hash: Mapped[str] = mapped_column(String(64), unique=True, index=True)
     prefix: Mapped[str] = mapped_column(String(16))  # shown in listings to tell keys apart
-    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: the tier's default
-    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # None: the tier's default
+    tpm: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)  # may read /metrics
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
@@ -104,9 +105,9 @@ class UsageDaily(Base):
     key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
     model: Mapped[str] = mapped_column(String(200))
     day: Mapped[date] = mapped_column(Date, index=True)
-    requests: Mapped[int] = mapped_column(Integer, default=0)
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # billions a day fit
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class Store:
