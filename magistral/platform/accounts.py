@@ -40,12 +40,12 @@ def get_account(store: Store, name: str) -> AccountInfo | None:
         return _info(row) if row else None
 
 
-def ensure_account(store: Store, name: str) -> AccountInfo:
+def ensure_account(store: Store, name: str, tier: str = "standard") -> AccountInfo:
     existing = get_account(store, name)
     if existing is not None:
         return existing
     try:
-        return create_account(store, name)
+        return create_account(store, name, tier=tier)
     except ValueError:  # created meanwhile by another process
         return get_account(store, name)  # type: ignore[return-value]
 

@@ -48,7 +48,7 @@ def create_key(store: Store, name: str, account: str | None = None, *, rpm: int 
     """Returns the key's record and its secret; the secret is not kept anywhere. Without an
     account the key belongs to the operator's `default` account (made on first use)."""
     if account is None:
-        owner = ensure_account(store, DEFAULT_ACCOUNT)
+        owner = ensure_account(store, DEFAULT_ACCOUNT, tier="enterprise")  # the operator's own
     else:
         owner = get_account(store, account)
         if owner is None:
