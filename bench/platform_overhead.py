@@ -8,22 +8,16 @@ for a 64-token stream (whose usage row is advanced before every token). This is 
 Then the layer alone, in process with no model: requests/s of authenticate → admit → meter →
 settle from 32 concurrent tasks.
 
-    python bench/platform.py [--postgres-url postgresql://… --redis-url redis://…] [--requests 60]
+    python bench/platform_overhead.py [--postgres-url postgresql://… --redis-url redis://…] [--requests 60]
 """
 
 from __future__ import annotations
-
-import sys
-
-# run as a script, this file's folder comes first on sys.path and its name hides the standard
-# library's `platform` module (which uuid imports): take the folder off before anything imports it
-if sys.path and sys.path[0] == __file__.rsplit("/", 1)[0]:
-    sys.path.pop(0)
 
 import argparse
 import asyncio
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
