@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--replica-id", default=None, help="this replica's name in usage rows "
                        "(default host:port); at startup its rows left in progress are closed")
     serve.add_argument("--no-platform-for-benchmarks", action="store_true",
-                       help=argparse.SUPPRESS)  # no auth, limits or metering: bench/platform.py only
+                       help=argparse.SUPPRESS)  # no auth, limits or metering: bench/platform_overhead.py only
     serve.add_argument("--allow-private-image-hosts", action="store_true",
                        help="let image URLs reach loopback/private addresses (on-premise image servers)")
     serve.add_argument("--log-level", default="info")
