@@ -21,6 +21,7 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.engine import Engine
@@ -118,6 +119,7 @@ class Store:
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **pool)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        _check_schema(self.engine, self.url)
         Base.metadata.create_all(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -131,6 +133,18 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _check_schema(engine: Engine, url: str) -> None:
+    """Refuse, with a clear message, a database written by an older magistral (keys without
+    accounts): create_all() adds missing tables but never alters existing ones."""
+    inspector = inspect(engine)
+    if "api_keys" in inspector.get_table_names():
+        columns = {c["name"] for c in inspector.get_columns("api_keys")}
+        if "account_id" not in columns:
+            raise RuntimeError(f"the database at {url} was created by an older magistral (API keys "
+                               "without accounts); point --database-url at a new database and create "
+                               "accounts and keys there")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
