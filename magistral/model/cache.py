@@ -94,6 +94,9 @@ class SlotKVCache:
     def for_decode(self, positions: list[int]) -> DecodeView:
         return DecodeView(self, positions)
 
+    def for_new_prompts(self, slots: list[int]) -> NewPromptsView:
+        return NewPromptsView(self, slots)
+
 
 class SlotView:
     """One slot as a single-sequence cache (prefill writes here)."""
@@ -111,6 +114,25 @@ class SlotView:
         kbuf[self.slot:self.slot + 1, :, start_pos:end] = k
         vbuf[self.slot:self.slot + 1, :, start_pos:end] = v
         return kbuf[self.slot:self.slot + 1, :, :end], vbuf[self.slot:self.slot + 1, :, :end]
+
+
+class NewPromptsView:
+    """Several slots prefilled together from position 0 (prompts right-padded to one length:
+    the padding's keys and values lie beyond each prompt, where decoding overwrites them before
+    any query can see them)."""
+
+    mask = None
+
+    def __init__(self, cache: SlotKVCache, slots: list[int]):
+        self.cache, self.slots = cache, torch.tensor(slots)
+
+    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        assert start_pos == 0, "new prompts start at position 0"
+        self.cache.ensure(k.shape[2])
+        self.cache.keys[layer][self.slots, :, :k.shape[2]] = k
+        self.cache.values[layer][self.slots, :, :k.shape[2]] = v
+        return k, v  # everything cached for these rows is what was just computed
 
 
 class DecodeView:

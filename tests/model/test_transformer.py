@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from magistral.config import tiny_args
-from magistral.model.cache import KVCache
+from magistral.model.cache import KVCache, SlotKVCache
 from magistral.model.transformer import Transformer
 
 
@@ -37,6 +37,27 @@ def test_chunked_prefill_equals_single_prefill(model: Transformer) -> None:
         for start in range(0, 40, 16):
             chunked = model(tokens[:, start:start + 16], start, cache, last_only=True)
     assert torch.allclose(whole, chunked, atol=1e-5)
+
+
+def test_prompts_prefilled_together_then_decoded_together_equal_each_alone(model: Transformer) -> None:
+    """Right-padded batch prefill into slots, then one batched decode step at each row's own
+    position, gives every row the logits of its prompt run alone."""
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, model.args.vocab_size, (n,), generator=g).tolist() for n in (9, 3, 6)]
+    nexts = [5, 17, 42]
+    width = max(map(len, prompts))
+    cache = SlotKVCache(model.args, slots=4, capacity=4, max_capacity=64)
+    with torch.no_grad():
+        model(torch.tensor([p + [0] * (width - len(p)) for p in prompts]), 0,
+              cache.for_new_prompts([2, 0, 1]), hidden_only=True)  # any slots, in any order
+        # the decode batch is slot-ordered: slot 0 holds prompt 1, slot 1 prompt 2, slot 2 prompt 0
+        order = [1, 2, 0]
+        positions = [len(prompts[i]) for i in order]
+        together = model(torch.tensor([[nexts[i]] for i in order]), cache=cache.for_decode(positions),
+                         positions=torch.tensor(positions))
+        for row, i in enumerate(order):
+            alone = model(torch.tensor([prompts[i] + [nexts[i]]]), last_only=True)
+            assert torch.allclose(together[row, -1], alone[0, -1], atol=1e-4), i
 
 
 def test_cache_refuses_to_grow_past_its_maximum(model: Transformer) -> None:
