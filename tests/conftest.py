@@ -97,11 +97,15 @@ def start_server(tmp: Path, *extra: str, database_url: str | None = None, key: s
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = start_server(tmp_path_factory.mktemp("server"))
     yield srv
-    srv.process.terminate()
+    stop_server(srv)
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
     try:
-        srv.process.wait(timeout=20)
+        server.process.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        srv.process.kill()
+        server.process.kill()
 
 
 TINY_IMAGE = {"image_patch_size": 4, "max_image_size": 64, "spatial_merge_size": 2}
@@ -143,8 +147,4 @@ def vision_server(mistral3_checkpoint: Path, tmp_path_factory: pytest.TempPathFa
     """The tiny random Mistral 3 (vision) checkpoint served as model "tiny-mistral3"."""
     srv = start_server(tmp_path_factory.mktemp("vision-server"), "--model", str(mistral3_checkpoint))
     yield srv
-    srv.process.terminate()
-    try:
-        srv.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        srv.process.kill()
+    stop_server(srv)

@@ -4,10 +4,7 @@ vision model, retries and errors against loopback endpoints whose answers we scr
 from __future__ import annotations
 
 import asyncio
-import http.server
 import io
-import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,47 +14,28 @@ from PIL import Image
 
 from magistral.client import APIStatusError, AsyncClient, Client, RateLimitError, image_url, user_message
 from tests.conftest import Server
+from tests.loopback import LoopbackEndpoint, completion
 
 MODEL = "magistral-medium-latest"
 HELLO = [{"role": "user", "content": "Say hello."}]
 
 
-class ScriptedEndpoint:
+class ScriptedEndpoint(LoopbackEndpoint):
     """Answers POSTs with the scripted (status, headers) in turn, then 200 with a completion."""
 
     def __init__(self, script: list[tuple[int, dict[str, str]]]):
         self.script, self.times = list(script), []
-        outer = self
+        super().__init__(self.respond)
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                self.rfile.read(int(self.headers["Content-Length"]))
-                outer.times.append(time.monotonic())
-                status, headers = outer.script.pop(0) if outer.script else (200, {})
-                if status == 200:
-                    body = {"id": "x", "object": "chat.completion", "model": "m", "created": 0,
-                            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
-                            "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                "role": "assistant", "content": [
-                                    {"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]},
-                                    {"type": "text", "text": "Hello!"}]}}]}
-                else:
-                    body = {"object": "error", "message": f"scripted {status}", "type": "scripted",
-                            "param": None, "code": str(status)}
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in {**headers, "Content-Type": "application/json",
-                                    "Content-Length": str(len(payload))}.items():
-                    self.send_header(name, value)
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def respond(self, body: dict) -> tuple[int, dict[str, str], dict]:
+        self.times.append(time.monotonic())
+        status, headers = self.script.pop(0) if self.script else (200, {})
+        if status == 200:
+            return 200, headers, completion("m", [
+                {"type": "thinking", "thinking": [{"type": "text", "text": "hmm"}]},
+                {"type": "text", "text": "Hello!"}])
+        return status, headers, {"object": "error", "message": f"scripted {status}", "type": "scripted",
+                                 "param": None, "code": str(status)}
 
 
 @pytest.fixture
@@ -69,7 +47,7 @@ def scripted() -> Iterator:
         return servers[-1]
     yield make
     for s in servers:
-        s.httpd.shutdown()
+        s.close()
 
 
 def test_429_is_retried_after_the_servers_retry_after(scripted) -> None:

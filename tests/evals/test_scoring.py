@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from magistral.evals.mmlu import MMLU
 from magistral.evals.puzzlevqa import PuzzleVQA
 from magistral.evals.report import write_reports
 from magistral.evals.scienceqa import ScienceQA
+from tests.loopback import LoopbackEndpoint, completion
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 pytestmark = pytest.mark.skipif(not (DATA / "mmlu").is_dir(), reason="../shared/data is not here")
@@ -30,37 +29,19 @@ def key(content: str | list) -> str:
     return content if isinstance(content, str) else hashlib.sha1(json.dumps(content).encode()).hexdigest()
 
 
-class FakeEndpoint:
+def thinking_and_text(thinking: str, text: str) -> str | list:
+    if not thinking:
+        return text
+    return [{"type": "thinking", "thinking": [{"type": "text", "text": thinking}]},
+            {"type": "text", "text": text}]
+
+
+class FakeEndpoint(LoopbackEndpoint):
     """A chat-completions server on 127.0.0.1 that answers with answer(prompt) → (thinking, text)."""
 
     def __init__(self, answer: Callable[[str], tuple[str, str]]):
-        self.requests = 0
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests += 1
-                thinking, text = answer(key(body["messages"][-1]["content"]))
-                content = [{"type": "thinking", "thinking": [{"type": "text", "text": thinking}]},
-                           {"type": "text", "text": text}] if thinking else text
-                payload = json.dumps({"id": "x" * 32, "object": "chat.completion", "created": 0,
-                                      "model": body["model"], "usage": {"prompt_tokens": 1,
-                                      "completion_tokens": 1, "total_tokens": 2},
-                                      "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                          "role": "assistant", "content": content}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        super().__init__(lambda body: (200, {}, completion(body["model"], thinking_and_text(
+            *answer(key(body["messages"][-1]["content"]))))))
 
 
 @pytest.fixture
@@ -72,7 +53,7 @@ def endpoint() -> Iterator[Callable[[Callable[[str], tuple[str, str]]], FakeEndp
         return servers[-1]
     yield make
     for s in servers:
-        s.httpd.shutdown()
+        s.close()
 
 
 def run(task, server: FakeEndpoint, tmp_path: Path, limit: int):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from sqlalchemy import select
 from magistral.platform.ratelimit import RedisRateLimiter
 from magistral.platform.store import Store, UsageRecord
 from tests.conftest import Server, cli, start_server
+from tests.conftest import stop_server as stop
 
 POSTGRES_URL = os.environ.get("MAGISTRAL_TEST_POSTGRES_URL")
 REDIS_URL = os.environ.get("MAGISTRAL_TEST_REDIS_URL")
@@ -41,14 +41,6 @@ def database() -> Iterator[str]:
     yield POSTGRES_URL.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def stop(server: Server) -> None:
-    server.process.terminate()
-    try:
-        server.process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        server.process.kill()
 
 
 @pytest.fixture(scope="module")
