@@ -47,6 +47,10 @@ def install_error_handlers(app: FastAPI) -> None:
         if any(e.get("type") == "json_invalid" for e in errors):
             return error_response(APIError(400, "Request body is not valid JSON: "
                                       + str(errors[0].get("ctx", {}).get("error", errors[0]["msg"]))))
+        if any(tuple(e["loc"]) == ("body",) and e["type"] == "model_attributes_type" for e in errors):
+            # e.g. curl -d without a JSON content type: the body never reached the JSON parser
+            return error_response(APIError(400, "Request body must be a JSON object sent with "
+                                           "'Content-Type: application/json'"))
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
         first = errors[0]
         where = _location(tuple(first["loc"]))

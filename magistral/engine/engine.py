@@ -222,10 +222,10 @@ class Engine:
         slots = [self._active.index(s) for s in seqs]
         with dense_prefill():
             self.model(tokens, start_pos=0, cache=self.cache.for_new_prompts(slots), hidden_only=True)
-        for seq, prompt in zip(seqs, prompts, strict=True):
+        for seq, prompt, slot in zip(seqs, prompts, slots, strict=True):
             seq.position = len(prompt)
-            self.prefix_cache.store(prompt, self.cache, self._active.index(seq))
-        for seq in seqs:
+            self.prefix_cache.store(prompt, self.cache, slot)
+        for seq in seqs:  # only now: finishing one (max_tokens 0) moves another's slot
             self._prefilled(seq)
         return sum(map(len, prompts))
 

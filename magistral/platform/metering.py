@@ -13,7 +13,7 @@ import asyncio
 import logging
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import bindparam, insert, update
@@ -67,12 +67,12 @@ class UsageJournal:
         """Commit this state of the request's row; returns when it is durable."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        self._enqueue(_Pending(replace(usage), done, loop))
+        self._enqueue(_Pending(usage, done, loop))
         await done
 
     def write_nowait(self, usage: Usage) -> None:
         """Queue the final state of a request that is being torn down (no one can await)."""
-        self._enqueue(_Pending(replace(usage), None, None))
+        self._enqueue(_Pending(usage, None, None))
 
     def flush(self, timeout: float = 10.0) -> None:
         """Block until everything queued so far is committed (shutdown, tests)."""

@@ -135,6 +135,10 @@ class Store:
         self.engine.dispose()
 
 
+class SchemaError(RuntimeError):
+    """The database was written by an incompatible version of magistral."""
+
+
 def _check_schema(engine: Engine, url: str) -> None:
     """Refuse, with a clear message, a database written by an older magistral (keys without
     accounts): create_all() adds missing tables but never alters existing ones."""
@@ -142,7 +146,7 @@ def _check_schema(engine: Engine, url: str) -> None:
     if "api_keys" in inspector.get_table_names():
         columns = {c["name"] for c in inspector.get_columns("api_keys")}
         if "account_id" not in columns:
-            raise RuntimeError(f"the database at {url} was created by an older magistral (API keys "
+            raise SchemaError(f"the database at {url} was created by an older magistral (API keys "
                                "without accounts); point --database-url at a new database and create "
                                "accounts and keys there")
 

@@ -71,6 +71,13 @@ def test_malformed_json(server: Server) -> None:
                  "invalid_request_error", "not valid JSON")
 
 
+def test_a_body_without_a_json_content_type_is_400(server: Server) -> None:
+    response = httpx.post(f"{server.base_url}/v1/chat/completions", content=b"{bad",  # as curl -d sends it
+                          headers={"Authorization": f"Bearer {server.key}",
+                                   "Content-Type": "application/x-www-form-urlencoded"})
+    assert_error(response, 400, "invalid_request_error", "Content-Type: application/json")
+
+
 def test_unknown_model_is_404(server: Server) -> None:
     body = assert_error(post(server, {**GOOD, "model": "gpt-17"}), 404, "invalid_request_error", "gpt-17")
     assert body["param"] == "model"

@@ -46,3 +46,7 @@ def test_a_database_from_before_accounts_is_refused_clearly(tmp_path: Path) -> N
     old.close()
     with pytest.raises(RuntimeError, match="older magistral"):
         Store(f"sqlite:///{tmp_path / 'old.db'}")
+    from tests.conftest import cli
+    listing = cli("keys", "list", "--database-url", f"sqlite:///{tmp_path / 'old.db'}", check=False)
+    assert listing.returncode == 1 and listing.stderr.startswith("error: ")
+    assert "Traceback" not in listing.stderr
