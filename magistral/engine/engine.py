@@ -21,7 +21,7 @@ import torch
 
 from magistral.chat.tokenizer import IncrementalDecoder
 from magistral.engine.prefix_cache import PrefixCache
-from magistral.engine.sampling import Sampler, SamplingParams
+from magistral.engine.sampling import Sampler, SamplingParams, TokenLogprob, token_logprobs
 from magistral.engine.stops import StopMatcher
 from magistral.model.cache import SlotKVCache
 from magistral.model.quantize import dense_prefill
@@ -46,6 +46,7 @@ class GenerationRequest:
     prompt_ids: list[int]
     params: SamplingParams
     images: list[torch.Tensor] = field(default_factory=list)  # for the [IMG] positions, in order
+    prompt_logprobs: int | None = None  # k: every prompt token's logprob (+ top k), computed in full
 
 
 @dataclass
@@ -56,6 +57,8 @@ class GenerationOutput:
     finish_reason: str | None = None  # stop | length | model_length | error
     error: str | None = None
     cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of the tokens since the last output
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # on the first output; None for token 0
 
 
 @dataclass
@@ -73,6 +76,27 @@ class _Sequence:
     next_token: int | None = None
     cancelled: bool = False
     started: bool = False
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # not yet sent
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+
+    def output(self, text: str, finish_reason: str | None = None, error: str | None = None
+               ) -> GenerationOutput:
+        """The next output, carrying the logprobs gathered since the last one."""
+        out = GenerationOutput(text=text, completion_tokens=len(self.generated), finish_reason=finish_reason,
+                               error=error, cached_tokens=self.cached_tokens, logprobs=self.logprobs,
+                               prompt_logprobs=self.prompt_logprobs)
+        self.logprobs, self.prompt_logprobs = [], None
+        return out
+
+    def record_prompt_logprobs(self, logits: torch.Tensor, start: int) -> None:
+        """logits (T, vocab) of prompt positions [start, start+T): each predicts the next token."""
+        k = self.request.prompt_logprobs
+        if k is None:
+            return
+        if self.prompt_logprobs is None:
+            self.prompt_logprobs = [None]
+        targets = self.request.prompt_ids[start + 1:start + 1 + logits.shape[0]]
+        self.prompt_logprobs += token_logprobs(logits[:len(targets)], targets, k)
 
     @property
     def prefilling(self) -> bool:
@@ -168,7 +192,8 @@ class Engine:
             if seq.cancelled:
                 continue
             self._active.append(seq)
-            if not seq.request.images:  # image features are not part of the token key
+            # image features are not part of the token key; prompt logprobs need every position
+            if not seq.request.images and seq.request.prompt_logprobs is None:
                 hit = self.prefix_cache.lookup(seq.request.prompt_ids)
                 if hit is not None:
                     length, layers = hit
@@ -204,9 +229,13 @@ class Engine:
         embeddings = None
         if seq.embeddings is not None:
             embeddings = seq.embeddings[:, seq.position:seq.position + len(chunk)]
+        scoring = seq.request.prompt_logprobs is not None
         with dense_prefill():
-            self.model(torch.tensor([chunk], dtype=torch.long), start_pos=seq.position,
-                       cache=self.cache.for_slot(slot), embeddings=embeddings, hidden_only=True)
+            logits = self.model(torch.tensor([chunk], dtype=torch.long), start_pos=seq.position,
+                                cache=self.cache.for_slot(slot), embeddings=embeddings,
+                                hidden_only=not scoring)
+        if logits is not None:
+            seq.record_prompt_logprobs(logits[0], seq.position)
         seq.position += len(chunk)
         if not seq.prefilling:
             if not seq.request.images:
@@ -220,9 +249,13 @@ class Engine:
         width = max(map(len, prompts))
         tokens = torch.tensor([p + [0] * (width - len(p)) for p in prompts], dtype=torch.long)
         slots = [self._active.index(s) for s in seqs]
+        scoring = any(s.request.prompt_logprobs is not None for s in seqs)
         with dense_prefill():
-            self.model(tokens, start_pos=0, cache=self.cache.for_new_prompts(slots), hidden_only=True)
-        for seq, prompt, slot in zip(seqs, prompts, slots, strict=True):
+            logits = self.model(tokens, start_pos=0, cache=self.cache.for_new_prompts(slots),
+                                hidden_only=not scoring)
+        for row, (seq, prompt, slot) in enumerate(zip(seqs, prompts, slots, strict=True)):
+            if logits is not None:
+                seq.record_prompt_logprobs(logits[row, :len(prompt)], 0)
             seq.position = len(prompt)
             self.prefix_cache.store(prompt, self.cache, slot)
         for seq in seqs:  # only now: finishing one (max_tokens 0) moves another's slot
@@ -255,6 +288,8 @@ class Engine:
         seq.sampler.observe(token)
         if token in self.tokenizer.stop_ids:
             return self._finish(seq, "stop")
+        if seq.request.params.logprobs is not None:
+            seq.logprobs += token_logprobs(logits[None], [token], seq.request.params.logprobs)
         seq.generated.append(token)
         seq.next_token = token
         text, stopped = seq.stops.feed(seq.decoder.push(token))
@@ -267,15 +302,13 @@ class Engine:
             return self._finish(seq, "model_length", text)
         if text or not seq.started:
             seq.started = True
-            seq.emit(GenerationOutput(text=text, completion_tokens=len(seq.generated),
-                                      cached_tokens=seq.cached_tokens))
+            seq.emit(seq.output(text))
 
     def _finish(self, seq: _Sequence, reason: str, text: str = "", error: str | None = None,
                 at_stop_string: bool = False) -> None:
         if not at_stop_string:  # held-back text never completed a stop string: it is output
             text += seq.stops.flush()
-        seq.emit(GenerationOutput(text=text, completion_tokens=len(seq.generated), finish_reason=reason,
-                                  error=error, cached_tokens=seq.cached_tokens))
+        seq.emit(seq.output(text, reason, error))
         seq.cancelled = True
         self._release(seq)
 

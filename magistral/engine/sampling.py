@@ -17,6 +17,29 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    logprobs: int | None = None  # None: none; k: each sampled token's logprob and the top k
+
+
+@dataclass
+class TokenLogprob:
+    """A token's log-probability under the model (before temperature and penalties) and the k
+    most likely tokens at its position."""
+    token: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+def token_logprobs(logits: torch.Tensor, targets: list[int], k: int) -> list[TokenLogprob]:
+    """logits (T, vocab) predicting targets (T,) → one TokenLogprob per target."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    chosen = logprobs.gather(1, torch.tensor(targets).unsqueeze(1)).squeeze(1).tolist()
+    if k > 0:
+        values, ids = logprobs.topk(k, dim=-1)
+        tops = [list(zip(row_ids, row_values, strict=True))
+                for row_ids, row_values in zip(ids.tolist(), values.tolist(), strict=True)]
+    else:
+        tops = [[] for _ in targets]
+    return [TokenLogprob(t, lp, top) for t, lp, top in zip(targets, chosen, tops, strict=True)]
 
 
 class Sampler:
