@@ -7,8 +7,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from magistral.platform.calls import RateLimited
 
 log = logging.getLogger("magistral.api")
 
@@ -26,6 +28,10 @@ class APIError(Exception):
         self.headers = headers
 
 
+class ClientGone(Exception):
+    """The client hung up before its answer was ready: nothing is sent (499 in the logs)."""
+
+
 def error_response(err: APIError, extra: dict[str, Any] | None = None) -> JSONResponse:
     body = {"object": "error", "message": err.message, "type": err.type, "param": err.param,
             "code": err.code, **(extra or {})}
@@ -40,6 +46,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def api_error(_: Request, exc: APIError) -> JSONResponse:
         return error_response(exc)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(_: Request, exc: ClientGone) -> Response:
+        return Response(status_code=499)
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
+        return error_response(APIError(429, exc.message, code=exc.code, headers=exc.headers))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

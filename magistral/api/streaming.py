@@ -11,6 +11,7 @@ def sse(payload: dict[str, Any]) -> bytes:
 
 
 DONE = b"data: [DONE]\n\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def chunk(request_id: str, created: int, model: str, delta: dict[str, Any],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
+from magistral.platform.calls import MeteredCall, RateLimited, refusal_message, reservation
 from magistral.platform.config import Limits, PlatformConfig
 from magistral.platform.keys import KeyInfo, verify_key
 from magistral.platform.metering import UsageJournal, reconcile
@@ -63,6 +64,24 @@ class Platform:
         if not decision.allowed:
             self.metrics.rate_limited.labels(decision.reason).inc()
         return decision
+
+    def open_call(self, key: KeyInfo, model: str, prompt_tokens: int, *, max_tokens: int | None = 0,
+                  n: int = 1, max_context: int | None = None) -> MeteredCall:
+        """Admit one request under its key's limits and open its metered call. `max_tokens`:
+        the completion's cap (None: the platform's default reservation; 0 for endpoints that
+        generate nothing, such as embeddings). Raises RateLimited (429) when it does not fit."""
+        call = MeteredCall(self, key, model, prompt_tokens)
+        if not self.enabled:
+            return call
+        context = max_context if max_context is not None else prompt_tokens + self.config.max_reserve_tokens
+        reserve = reservation(prompt_tokens, max_tokens, n, context, self.config.max_reserve_tokens)
+        decision = self.admit(key, call.id, reserve)
+        if not decision.allowed:
+            raise RateLimited(refusal_message(decision.reason, reserve, decision.limit_tokens,
+                                              decision.remaining_tokens, decision.limit_requests),
+                              code=f"rate_limit_{decision.reason}", headers=decision.headers())
+        call.headers = decision.headers()
+        return call
 
     def remaining(self, key: KeyInfo) -> Decision:
         limits = self.limits(key)

@@ -1,12 +1,8 @@
-"""POST /v1/chat/completions: validate → prompt → engine → (SSE | JSON), metered."""
+"""POST /v1/chat/completions: validate → prompt → metered call → engine → (SSE | JSON)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,7 +15,8 @@ from magistral.api.auth import require_key
 from magistral.api.content import assistant_message, segment_delta
 from magistral.api.errors import APIError
 from magistral.api.schemas import ChatCompletionRequest
-from magistral.api.streaming import DONE, chunk
+from magistral.api.serving import generate_all, metered_stream
+from magistral.api.streaming import DONE, SSE_HEADERS, chunk
 from magistral.api.validation import check_capabilities, check_message_order
 from magistral.chat.images import ImageError, load_image
 from magistral.chat.prompt import EncodedPrompt
@@ -27,69 +24,11 @@ from magistral.chat.reasoning import ReasoningSplitter
 from magistral.engine.engine import GenerationRequest
 from magistral.engine.registry import ServedModel
 from magistral.engine.sampling import SamplingParams
+from magistral.platform.calls import MeteredCall
 from magistral.platform.gateway import Platform
 from magistral.platform.keys import KeyInfo
-from magistral.platform.metering import IN_PROGRESS, Usage
 
 router = APIRouter()
-log = logging.getLogger("magistral.api")
-DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its client is still there
-
-
-class _Call:
-    """One accepted request: its prompt, its clock, its rate-limit reservation and its single
-    usage row, which is committed before the client sees any token it counts."""
-
-    def __init__(self, request: Request, key: KeyInfo, model: ServedModel, prompt: EncodedPrompt):
-        self.id = uuid.uuid4().hex
-        self.created = int(time.time())
-        self.started = time.perf_counter()
-        self.platform: Platform = request.app.state.platform
-        self.key, self.model, self.prompt = key, model, prompt
-        self.prompt_ids = prompt.ids
-        self.metered = False
-        self.first_token_at: float | None = None
-
-    def _usage(self, completion_tokens: int, status: str) -> Usage:
-        return Usage(request_id=self.id, account_id=self.key.account_id, key_id=self.key.id,
-                     model=self.model.id, prompt_tokens=len(self.prompt_ids),
-                     completion_tokens=completion_tokens, status=status, replica=self.platform.replica,
-                     latency_ms=int((time.perf_counter() - self.started) * 1000))
-
-    async def checkpoint(self, completion_tokens: int) -> None:
-        """Bill the tokens generated so far before sending them (streams)."""
-        if self.first_token_at is None:
-            self.first_token_at = time.perf_counter()
-            self.platform.metrics.ttft.labels(self.model.id).observe(self.first_token_at - self.started)
-        if self.platform.enabled:
-            await self.platform.journal.write(self._usage(completion_tokens, IN_PROGRESS))
-
-    async def meter(self, completion_tokens: int, status: str) -> None:
-        """The final state of the row, durable when this returns; settles the reservation."""
-        if not self._close(completion_tokens, status):
-            return
-        if self.platform.enabled:
-            await self.platform.journal.write(self._usage(completion_tokens, status))
-
-    def meter_nowait(self, completion_tokens: int, status: str) -> None:
-        """The same for a request being torn down (its task may be cancelled: nothing awaits)."""
-        if self._close(completion_tokens, status) and self.platform.enabled:
-            self.platform.journal.write_nowait(self._usage(completion_tokens, status))
-
-    def _close(self, completion_tokens: int, status: str) -> bool:
-        if self.metered:
-            return False
-        self.metered = True
-        if self.platform.enabled:
-            self.platform.limiter.settle(self.key.id, self.id, len(self.prompt_ids) + completion_tokens)
-        self.platform.metrics.observe_request(self.model.id, status, len(self.prompt_ids), completion_tokens,
-                                              time.perf_counter() - self.started)
-        return True
-
-    def usage(self, completion_tokens: int) -> dict[str, int]:
-        prompt = len(self.prompt_ids)
-        return {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
-                "total_tokens": prompt + completion_tokens}
 
 
 def _sampling(req: ChatCompletionRequest, model: ServedModel, seed: int | None) -> SamplingParams:
@@ -143,109 +82,36 @@ async def _prepare(req: ChatCompletionRequest, request: Request) -> tuple[Served
 async def chat_completions(req: ChatCompletionRequest, request: Request,
                            key: KeyInfo = Depends(require_key)) -> Any:
     model, prompt = await _prepare(req, request)
-    call = _Call(request, key, model, prompt)
-    headers = _admit(call, req)
+    platform: Platform = request.app.state.platform
+    call = platform.open_call(key, model.id, len(prompt.ids), max_tokens=req.max_tokens, n=req.n,
+                              max_context=model.max_context_length)
     if req.stream:
-        return StreamingResponse(_stream(call, req), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **headers})
-    return await _complete(call, req, request, headers)
-
-
-def _admit(call: _Call, req: ChatCompletionRequest) -> dict[str, str]:
-    """Reserve the request's tokens under its key's limits (429 when they do not fit)."""
-    platform = call.platform
-    if not platform.enabled:
-        return {}
-    prompt = len(call.prompt_ids)
-    room = call.model.max_context_length - prompt
-    wanted = req.max_tokens if req.max_tokens is not None else platform.config.max_reserve_tokens
-    per_choice = min(room, wanted)
-    reserve = prompt + req.n * max(0, per_choice)
-    decision = platform.admit(call.key, call.id, reserve)
-    if decision.allowed:
-        return decision.headers()
-    if decision.reason == "tokens" and reserve > decision.limit_tokens:
-        message = (f"Rate limit exceeded: this request reserves {reserve} tokens (prompt + max_tokens), more "
-                   f"than this key's {decision.limit_tokens} tokens per minute; lower max_tokens")
-    elif decision.reason == "tokens":
-        message = (f"Rate limit exceeded: {decision.limit_tokens} tokens per minute for this key; "
-                   f"this request reserves {reserve}, {max(0, decision.remaining_tokens)} remain")
-    else:
-        message = f"Rate limit exceeded: {decision.limit_requests} requests per minute for this key"
-    raise APIError(429, message, code=f"rate_limit_{decision.reason}", headers=decision.headers())
-
-
-async def _run_one(call: _Call, params: SamplingParams, progress: list[int], index: int
-                   ) -> tuple[str, str, int]:
-    text, finish = "", "error"
-    generation = call.model.engine.generate(GenerationRequest(call.prompt_ids, params, call.prompt.images))
-    async with contextlib.aclosing(generation) as outputs:
-        async for output in outputs:
-            text += output.text
-            progress[index] = output.completion_tokens
-            if output.finish_reason:
-                finish = output.finish_reason
-            if output.error:
-                log.error("request %s: engine error: %s", call.id, output.error)
-    return text, finish, progress[index]
-
-
-async def _complete(call: _Call, req: ChatCompletionRequest, request: Request, headers: dict[str, str]
-                    ) -> JSONResponse:
+        generation = GenerationRequest(prompt.ids, _sampling(req, model, req.random_seed), prompt.images)
+        return StreamingResponse(_stream(call, model, generation), media_type="text/event-stream",
+                                 headers={**SSE_HEADERS, **call.headers})
     seeds = [None if req.random_seed is None else req.random_seed + i for i in range(req.n)]
-    progress = [0] * req.n
-    work = asyncio.ensure_future(asyncio.gather(
-        *(_run_one(call, _sampling(req, call.model, s), progress, i) for i, s in enumerate(seeds))))
-    try:
-        while not (await asyncio.wait({work}, timeout=DISCONNECT_POLL_S))[0]:
-            if await request.is_disconnected():  # nobody is waiting: stop generating
-                work.cancel()
-                call.meter_nowait(sum(progress), "disconnected")
-                return JSONResponse({}, status_code=499)
-        results = work.result()
-    except BaseException:
-        work.cancel()
-        call.meter_nowait(sum(progress), "error")
-        raise
-    completion_tokens = sum(tokens for _, _, tokens in results)
-    failed = any(finish == "error" for _, finish, _ in results)
-    await call.meter(completion_tokens, "error" if failed else results[0][1])  # durable before the answer
-    if failed:
-        raise APIError(500, "Generation failed inside the engine")
-    return JSONResponse(headers=headers, content={
-        "id": call.id, "object": "chat.completion", "created": call.created, "model": call.model.id,
-        "usage": call.usage(completion_tokens),
-        "choices": [{"index": i, "finish_reason": finish, "message": assistant_message(text)}
-                    for i, (text, finish, _) in enumerate(results)],
+    choices = await generate_all(call, model, [
+        GenerationRequest(prompt.ids, _sampling(req, model, seed), prompt.images) for seed in seeds], request)
+    return JSONResponse(headers=call.headers, content={
+        "id": call.id, "object": "chat.completion", "created": call.created, "model": model.id,
+        "usage": call.usage(sum(c.completion_tokens for c in choices)),
+        "choices": [{"index": i, "finish_reason": c.finish_reason, "message": assistant_message(c.text)}
+                    for i, c in enumerate(choices)],
     })
 
 
-async def _stream(call: _Call, req: ChatCompletionRequest) -> AsyncIterator[bytes]:
-    model_id = call.model.id
+async def _stream(call: MeteredCall, model: ServedModel, generation: GenerationRequest
+                  ) -> AsyncIterator[bytes]:
     splitter = ReasoningSplitter()
-    tokens, status = 0, "disconnected"
-    generation = call.model.engine.generate(
-        GenerationRequest(call.prompt_ids, _sampling(req, call.model, req.random_seed), call.prompt.images))
-    try:
-        yield chunk(call.id, call.created, model_id, {"role": "assistant", "content": ""})
-        async with contextlib.aclosing(generation) as outputs:
-            async for output in outputs:
-                tokens = output.completion_tokens
-                segments = splitter.feed(output.text)
-                if output.finish_reason:
-                    segments += splitter.flush()
-                if output.error:
-                    log.error("request %s: engine error: %s", call.id, output.error)
-                if output.finish_reason:  # durable before the client sees the rest and the end
-                    status = output.finish_reason
-                    await call.meter(tokens, status)
-                elif segments:
-                    await call.checkpoint(tokens)  # billed before it is sent
-                for seg in segments:
-                    yield chunk(call.id, call.created, model_id, segment_delta(seg))
-                if output.finish_reason:
-                    yield chunk(call.id, call.created, model_id, {"content": ""},
-                                finish_reason=status, usage=call.usage(tokens))
-        yield DONE
-    finally:
-        call.meter_nowait(tokens, status)
+    yield chunk(call.id, call.created, model.id, {"role": "assistant", "content": ""})
+    async with contextlib.aclosing(metered_stream(call, model, generation)) as outputs:
+        async for output in outputs:  # each billed before it is sent
+            segments = splitter.feed(output.text)
+            if output.finish_reason:
+                segments += splitter.flush()
+            for seg in segments:
+                yield chunk(call.id, call.created, model.id, segment_delta(seg))
+            if output.finish_reason:
+                yield chunk(call.id, call.created, model.id, {"content": ""},
+                            finish_reason=output.finish_reason, usage=call.usage(output.completion_tokens))
+    yield DONE

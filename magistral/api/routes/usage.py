@@ -7,15 +7,14 @@ from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 
 from magistral.api.auth import require_key
 from magistral.api.errors import APIError
-from magistral.platform.billing import invoice_for, list_cost
+from magistral.platform.billing import invoice_for
 from magistral.platform.gateway import Platform
 from magistral.platform.keys import KeyInfo
-from magistral.platform.store import ApiKey, UsageDaily
+from magistral.platform.reports import usage_report
 
 router = APIRouter()
 
@@ -40,35 +39,8 @@ async def usage(request: Request, start: str | None = None, end: str | None = No
     first, last = _day(start, today.replace(day=1), "start"), _day(end, today, "end")
     if last < first:
         raise APIError(400, "end is before start", param="end")
-
-    def read() -> list[dict[str, Any]]:
-        column = {"day": UsageDaily.day, "key": UsageDaily.key_id, "model": UsageDaily.model}[group_by]
-        daily = UsageDaily
-        query = (select(column, daily.model, func.sum(daily.requests), func.sum(daily.prompt_tokens),
-                        func.sum(daily.completion_tokens))
-                 .where(daily.account_id == key.account_id, daily.day >= first, daily.day <= last)
-                 .group_by(column, daily.model))
-        with platform.store.session() as s:
-            rows = s.execute(query).all()
-            names = dict(s.execute(select(ApiKey.id, ApiKey.name)
-                                   .where(ApiKey.account_id == key.account_id)).all())
-        groups: dict[Any, dict[str, Any]] = {}
-        for group, model, requests, prompt, completion in rows:
-            label = group.isoformat() if group_by == "day" else group
-            entry = groups.setdefault(label, {group_by: label, "requests": 0, "prompt_tokens": 0,
-                                              "completion_tokens": 0, "total_tokens": 0, "cost": 0})
-            if group_by == "key":
-                entry["key_name"] = names.get(group, "")
-            entry["requests"] += int(requests)
-            entry["prompt_tokens"] += int(prompt)
-            entry["completion_tokens"] += int(completion)
-            entry["total_tokens"] += int(prompt) + int(completion)
-            entry["cost"] += list_cost(platform.config, model, int(prompt), int(completion))
-        for entry in groups.values():
-            entry["cost_usd"] = str(entry.pop("cost"))
-        return sorted(groups.values(), key=lambda e: str(e[group_by]))
-
-    data = await run_in_threadpool(read)
+    data = await run_in_threadpool(usage_report, platform.store, platform.config, key.account_id, first,
+                                   last, group_by)
     return {"object": "list", "account": key.account, "start": first.isoformat(), "end": last.isoformat(),
             "group_by": group_by, "data": data}
 

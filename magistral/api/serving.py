@@ -1,0 +1,105 @@
+"""The serving layer every generating endpoint shares: engine outputs under a metered call.
+
+Whole answers (`generate_all`): every choice runs to its end while the client is polled; the
+final usage row is durable before the answer is returned. Streams (`metered_stream`): each
+output is billed (checkpoint) before the caller may send it, and the last one is finished
+before the caller sends the end. Routes only turn these outputs into their own JSON or SSE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import Request
+
+from magistral.api.errors import APIError, ClientGone
+from magistral.engine.engine import GenerationOutput, GenerationRequest
+from magistral.engine.registry import ServedModel
+from magistral.engine.sampling import TokenLogprob
+from magistral.platform.calls import MeteredCall
+
+log = logging.getLogger("magistral.api")
+DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its client is still there
+
+
+@dataclass
+class Choice:
+    text: str = ""
+    finish_reason: str = "error"
+    completion_tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+
+
+async def _run_one(call: MeteredCall, model: ServedModel, request: GenerationRequest, choice: Choice) -> None:
+    generation = model.engine.generate(request)
+    async with contextlib.aclosing(generation) as outputs:
+        async for output in outputs:
+            choice.text += output.text
+            choice.completion_tokens = output.completion_tokens
+            choice.logprobs += output.logprobs
+            if output.prompt_logprobs is not None:
+                choice.prompt_logprobs = output.prompt_logprobs
+            if output.finish_reason:
+                choice.finish_reason = output.finish_reason
+            if output.error:
+                log.error("request %s: engine error: %s", call.id, output.error)
+
+
+async def generate_all(call: MeteredCall, model: ServedModel, requests: list[GenerationRequest],
+                       client: Request) -> list[Choice]:
+    """Run every request to its end (one per choice) and finish the call, durably, before
+    returning. Raises ClientGone when the client hangs up (generation stops, the tokens made so
+    far are billed) and APIError 500 when the engine fails."""
+    choices = [Choice() for _ in requests]
+    work = asyncio.ensure_future(asyncio.gather(
+        *(_run_one(call, model, r, c) for r, c in zip(requests, choices, strict=True))))
+
+    def spent() -> int:
+        return sum(c.completion_tokens for c in choices)
+
+    try:
+        while not (await asyncio.wait({work}, timeout=DISCONNECT_POLL_S))[0]:
+            if await client.is_disconnected():  # nobody is waiting: stop generating
+                work.cancel()
+                call.abandon(spent(), "disconnected")
+                raise ClientGone
+        work.result()
+    except ClientGone:
+        raise
+    except BaseException:
+        work.cancel()
+        call.abandon(spent(), "error")
+        raise
+    failed = any(c.finish_reason == "error" for c in choices)
+    await call.finish(spent(), "error" if failed else choices[0].finish_reason)
+    if failed:
+        raise APIError(500, "Generation failed inside the engine")
+    return choices
+
+
+async def metered_stream(call: MeteredCall, model: ServedModel, request: GenerationRequest
+                         ) -> AsyncIterator[GenerationOutput]:
+    """The engine's outputs, each billed before it is yielded; the last one (with a
+    finish_reason) is the call's final, durable state. If the consumer stops early (client gone,
+    error) the call is abandoned with what was generated."""
+    tokens, status = 0, "disconnected"
+    try:
+        generation = model.engine.generate(request)
+        async with contextlib.aclosing(generation) as outputs:
+            async for output in outputs:
+                tokens = output.completion_tokens
+                if output.error:
+                    log.error("request %s: engine error: %s", call.id, output.error)
+                if output.finish_reason:
+                    status = output.finish_reason
+                    await call.finish(tokens, status)
+                else:
+                    await call.checkpoint(tokens)
+                yield output
+    finally:
+        call.abandon(tokens, status)
