@@ -16,7 +16,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     from magistral.api.app import create_app
     from magistral.chat.images import ImagePolicy
-    from magistral.engine.registry import ModelRegistry, load_model
+    from magistral.engine.embedder import default_embedding_source
+    from magistral.engine.registry import ModelRegistry, load_embedder, load_model
     from magistral.platform.config import PlatformConfig
     from magistral.platform.gateway import Platform
     from magistral.platform.store import Store
@@ -30,10 +31,18 @@ def _serve(args: argparse.Namespace) -> int:
     specs = args.model or [None]
     models = [load_model(spec, max_active=args.max_active, quantize=args.quantize, engine=args.engine)
               for spec in specs]
+    if args.embedding_model:
+        embedders = [load_embedder(None if source == "default" else source)
+                     for source in args.embedding_model]
+    elif default_embedding_source() is not None and not args.no_embedding_model:
+        embedders = [load_embedder()]
+    else:
+        embedders = []
     policy = ImagePolicy(allow_private_hosts=args.allow_private_image_hosts)
-    app = create_app(ModelRegistry(models), platform, policy)
-    print(f"magistral: serving {', '.join(m.id for m in models)} on http://{args.host}:{args.port}",
-          flush=True)
+    registry = ModelRegistry(models, embedders)
+    app = create_app(registry, platform, policy)
+    print(f"magistral: serving {', '.join(m.id for m in registry.everything)} on "
+          f"http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -184,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", action="append",
                        help="a .gguf file or a checkpoint folder (HF config.json or Mistral params.json, "
                        "with tekken.json); repeatable (default: the embedded SmolLM2-135M-Instruct)")
+    serve.add_argument("--embedding-model", action="append",
+                       help="a sentence-transformers BERT folder or zip for /v1/embeddings; repeatable "
+                       "(default: the packaged all-MiniLM-L6-v2, id all-minilm-l6-v2, alias mistral-embed)")
+    serve.add_argument("--no-embedding-model", action="store_true", help="serve no embedding model")
     serve.add_argument("--max-active", type=int, default=16,
                        help="sequences generated at once per model; others wait in a queue")
     serve.add_argument("--engine", choices=["native", "llamacpp"], default="native",

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from magistral import __version__
 from magistral.api.auth import require_admin
 from magistral.api.errors import APIError, error_response, install_error_handlers
-from magistral.api.routes import chat, models, usage
+from magistral.api.routes import chat, completions, embeddings, fim, models, usage
 from magistral.chat.images import ImagePolicy
 from magistral.engine.registry import ModelRegistry
 from magistral.platform.gateway import Platform
@@ -56,6 +56,9 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
 
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.include_router(chat.router)
+    app.include_router(completions.router)
+    app.include_router(fim.router)
+    app.include_router(embeddings.router)
     app.include_router(models.router)
     app.include_router(usage.router)
     from magistral.dashboard import routes as dashboard
@@ -68,7 +71,7 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
-        models = request.app.state.registry.models
+        models = request.app.state.registry.everything
         return {"status": "ok", "models": [m.id for m in models],
                 "active_sequences": sum(m.engine.active_count for m in models),
                 "queued_sequences": sum(m.engine.queued_count for m in models)}

@@ -11,6 +11,20 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class NullIsDefault(_Model):
+    """JSON null for a field that has a non-null default means the default: the official SDKs
+    send null for every parameter a caller passes as None."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_to_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            fields = cls.model_fields
+            data = {k: v for k, v in data.items()
+                    if not (v is None and k in fields and fields[k].default is not None)}
+        return data
+
+
 class TextChunk(_Model):
     type: Literal["text"]
     text: str

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from mistral_common.exceptions import MistralCommonException
+from mistral_common.protocol.fim.request import FIMRequest
 from mistral_common.protocol.instruct.chunk import ImageChunk, TextChunk, ThinkChunk
 from mistral_common.protocol.instruct.messages import (
     AssistantMessage,
@@ -111,6 +113,17 @@ class MistralPrompter:
         self.tokenizer = TekkenTokenizer(self.mistral)
         self.reasoning = self.tokenizer.has_think
         self.vision = instruct.image_encoder is not None
+        try:  # tokenizers from v7 on carry [PREFIX]/[SUFFIX]/[MIDDLE]
+            self.mistral.encode_fim(FIMRequest(prompt="a", suffix="b"))
+            self.fim = True
+        except (MistralCommonException, NotImplementedError, AttributeError):
+            self.fim = False
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.mistral.instruct_tokenizer.tokenizer.encode(text, bos=True, eos=False)
+
+    def encode_fim(self, prompt: str, suffix: str) -> list[int]:
+        return list(self.mistral.encode_fim(FIMRequest(prompt=prompt, suffix=suffix)).tokens)
 
     def encode(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
                safe_prompt: bool = False) -> EncodedPrompt:

@@ -21,9 +21,18 @@ class EncodedPrompt:
 class Prompter(Protocol):
     reasoning: bool
     vision: bool
+    fim: bool  # has fill-in-the-middle tokens
 
     def encode(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
                safe_prompt: bool = False) -> EncodedPrompt: ...
+
+    def encode_text(self, text: str) -> list[int]:
+        """Raw text (legacy completions) → ids, with BOS where the model expects one."""
+        ...
+
+    def encode_fim(self, prompt: str, suffix: str) -> list[int]:
+        """Code before and after the gap → a prompt whose completion fills the gap."""
+        ...
 
 
 class TemplatePrompter:
@@ -33,6 +42,19 @@ class TemplatePrompter:
 
     def __init__(self, template: ChatTemplate, tokenizer: GGUFTokenizer, reasoning: bool = False):
         self.template, self.tokenizer, self.reasoning = template, tokenizer, reasoning
+        self.fim = tokenizer.fim_ids is not None
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text)
+
+    def encode_fim(self, prompt: str, suffix: str) -> list[int]:
+        """Prefix-suffix-middle order, as the StarCoder family and llama.cpp's infill build it."""
+        if self.tokenizer.fim_ids is None:
+            raise ValueError("this model has no fill-in-the-middle tokens")
+        pre, suf, mid = self.tokenizer.fim_ids
+        bos = [self.tokenizer.bos_id] if self.tokenizer.add_bos and self.tokenizer.bos_id is not None else []
+        return [*bos, pre, *self.tokenizer.encode(prompt, add_bos=False), suf,
+                *self.tokenizer.encode(suffix, add_bos=False), mid]
 
     def encode(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
                safe_prompt: bool = False) -> EncodedPrompt:

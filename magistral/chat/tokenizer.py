@@ -9,6 +9,12 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 CONTROL, USER_DEFINED = 3, 4  # llama.cpp token types that are special, not text
 VISIBLE_SPECIALS = {"[THINK]", "[/THINK]"}
 
+# fill-in-the-middle markers (prefix, suffix, middle) by the names model families give them, for
+# GGUFs that predate llama.cpp's tokenizer.ggml.fim_*_token_id keys
+_FIM_NAMES = [("<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+              ("<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"),
+              ("<PRE>", "<SUF>", "<MID>")]
+
 # llama.cpp's pre-tokenizer names (`tokenizer.ggml.pre`) that split digits one by one first
 _DIGIT_SPLITTING_PRE = {"smollm", "llama3", "llama-bpe", "qwen2", "deepseek-llm"}
 
@@ -45,6 +51,7 @@ class GGUFTokenizer:
         self.stop_ids = {meta[k] for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
                                           "tokenizer.ggml.eom_token_id") if k in meta}
         self.bos_token = tokens[self.bos_id] if self.bos_id is not None else ""
+        self.fim_ids = _fim_ids(meta, vocab)
         self.eos_token = tokens[self.eos_id] if self.eos_id is not None else ""
 
     def encode(self, text: str, add_bos: bool | None = None) -> list[int]:
@@ -57,6 +64,17 @@ class GGUFTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode([i for i in ids if i not in self._hidden_ids],
                                 skip_special_tokens=False)
+
+
+def _fim_ids(meta: dict[str, Any], vocab: dict[str, int]) -> tuple[int, int, int] | None:
+    """(prefix, suffix, middle) token ids when the model was trained for fill-in-the-middle."""
+    keys = [f"tokenizer.ggml.fim_{part}_token_id" for part in ("pre", "suf", "mid")]
+    if all(k in meta for k in keys):
+        return tuple(int(meta[k]) for k in keys)  # type: ignore[return-value]
+    for names in _FIM_NAMES:
+        if all(n in vocab for n in names):
+            return tuple(vocab[n] for n in names)  # type: ignore[return-value]
+    return None
 
 
 class IncrementalDecoder:

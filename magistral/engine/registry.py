@@ -13,6 +13,7 @@ import torch
 from magistral.chat.prompt import EncodedPrompt, Prompter, TemplatePrompter
 from magistral.chat.template import ChatTemplate
 from magistral.chat.tokenizer import GGUFTokenizer
+from magistral.engine.embedder import EmbeddingModel, load_embedding_model
 from magistral.engine.engine import Engine
 from magistral.model.load import load_gguf
 from magistral.model.quantize import quantize_model
@@ -43,26 +44,50 @@ class ServedModel:
     def vision(self) -> bool:
         return self.prompter.vision
 
+    @property
+    def fim(self) -> bool:  # fill-in-the-middle prompts (/v1/fim/completions)
+        return self.prompter.fim
+
+    @property
+    def tokenizer(self) -> Any:  # decode(ids) → text, for logprobs' token strings
+        return self.prompter.tokenizer
+
     def encode_chat(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
                     safe_prompt: bool = False) -> EncodedPrompt:
         return self.prompter.encode(messages, reasoning_prompt=reasoning_prompt, safe_prompt=safe_prompt)
 
 
 class ModelRegistry:
-    def __init__(self, models: list[ServedModel]):
+    """Generating models (chat, completions, FIM) and embedding models, by id or alias."""
+
+    def __init__(self, models: list[ServedModel], embedders: list[EmbeddingModel] | None = None):
         self.models = models
-        self._by_name: dict[str, ServedModel] = {}
-        for model in models:
+        self.embedders = embedders or []
+        self._by_name: dict[str, ServedModel | EmbeddingModel] = {}
+        for model in [*models, *self.embedders]:
             for name in [model.id, *model.aliases]:
                 if name in self._by_name:
                     raise ValueError(f"two models answer to the name {name!r}")
                 self._by_name[name] = model
 
     def get(self, name: str) -> ServedModel | None:
+        """A generating model; None for unknown names and for embedding models."""
+        model = self._by_name.get(name)
+        return model if isinstance(model, ServedModel) else None
+
+    def get_embedder(self, name: str) -> EmbeddingModel | None:
+        model = self._by_name.get(name)
+        return model if isinstance(model, EmbeddingModel) else None
+
+    def lookup(self, name: str) -> ServedModel | EmbeddingModel | None:
         return self._by_name.get(name)
 
+    @property
+    def everything(self) -> list[ServedModel | EmbeddingModel]:
+        return [*self.models, *self.embedders]
+
     def shutdown(self) -> None:
-        for model in self.models:
+        for model in self.everything:
             model.engine.shutdown()
 
 
@@ -111,25 +136,35 @@ def _load_mistral_model(folder: Path, max_active: int, quantize: str) -> ServedM
         max_image_side=vision.image_size if vision else 0)
 
 
-def load_model(spec: str | None = None, *, max_active: int = 16, quantize: str = "auto",
-               engine: str = "native") -> ServedModel:
-    """Load in a short-lived thread. Torch ops on a long-lived thread (the server's main one)
-    leave an OpenMP team behind that slows every op on the engine thread by half (measured:
+def _on_short_thread(work: Any) -> Any:
+    """Run `work()` in a short-lived thread. Torch ops on a long-lived thread (the server's main
+    one) leave an OpenMP team behind that slows every op on the engine thread by half (measured:
     49 ms vs 25 ms per decode step); a finished helper thread leaves nothing running."""
     result: dict[str, Any] = {}
 
-    def work() -> None:
+    def run() -> None:
         try:
-            result["model"] = _load(spec, max_active=max_active, quantize=quantize, engine=engine)
+            result["value"] = work()
         except BaseException as exc:  # re-raised on the caller's thread
             result["error"] = exc
 
-    thread = threading.Thread(target=work, name="magistral-load")
+    thread = threading.Thread(target=run, name="magistral-load")
     thread.start()
     thread.join()
     if "error" in result:
         raise result["error"]
-    return result["model"]
+    return result["value"]
+
+
+def load_model(spec: str | None = None, *, max_active: int = 16, quantize: str = "auto",
+               engine: str = "native") -> ServedModel:
+    return _on_short_thread(lambda: _load(spec, max_active=max_active, quantize=quantize, engine=engine))
+
+
+def load_embedder(source: str | None = None) -> EmbeddingModel:
+    """None: the packaged all-MiniLM-L6-v2 (served as all-minilm-l6-v2, alias mistral-embed);
+    else a sentence-transformers BERT folder or zip."""
+    return _on_short_thread(lambda: load_embedding_model(source))
 
 
 def _load(spec: str | None, *, max_active: int, quantize: str, engine: str) -> ServedModel:

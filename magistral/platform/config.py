@@ -2,7 +2,8 @@
 million input tokens and $10.00 per million output tokens for every model, volume discounts past
 100M tokens in a calendar month. `magistral serve --platform-config FILE` (JSON) overrides them:
 
-    {"prices": {"*": {"input": "3.50", "output": "10.00"}, "my-model": {"input": "1", "output": "2"}},
+    {"prices": {"*": {"input": "3.50", "output": "10.00"}, "my-model": {"input": "1", "output": "2"},
+                "all-minilm-l6-v2": {"input": "0.10", "output": "0"}},
      "volume_tiers": [{"from_tokens": 0, "discount": "0"}, {"from_tokens": 100000000, "discount": "0.10"}],
      "account_tiers": {"standard": {"rpm": 60, "tpm": 500000}},
      "max_reserve_tokens": 4096}
@@ -35,7 +36,9 @@ class Limits:
 
 
 def _default_prices() -> dict[str, Price]:
-    return {"*": Price(Decimal("3.50"), Decimal("10.00"))}
+    # embeddings are priced apart, as mistral-embed is: $0.10 per million input tokens
+    return {"*": Price(Decimal("3.50"), Decimal("10.00")),
+            "all-minilm-l6-v2": Price(Decimal("0.10"), Decimal("0"))}
 
 
 def _default_tiers() -> list[VolumeTier]:

@@ -65,16 +65,20 @@ class Platform:
             self.metrics.rate_limited.labels(decision.reason).inc()
         return decision
 
-    def open_call(self, key: KeyInfo, model: str, prompt_tokens: int, *, max_tokens: int | None = 0,
-                  n: int = 1, max_context: int | None = None) -> MeteredCall:
-        """Admit one request under its key's limits and open its metered call. `max_tokens`:
-        the completion's cap (None: the platform's default reservation; 0 for endpoints that
-        generate nothing, such as embeddings). Raises RateLimited (429) when it does not fit."""
-        call = MeteredCall(self, key, model, prompt_tokens)
+    def open_call(self, key: KeyInfo, model: str, prompt_tokens: int | list[int], *,
+                  max_tokens: int | None = 0, n: int = 1, max_context: int | None = None) -> MeteredCall:
+        """Admit one request under its key's limits and open its metered call. `prompt_tokens`:
+        the prompt's length, or each prompt's for a request with several; `max_tokens`: each
+        completion's cap (None: the platform's default reservation; 0 for endpoints that generate
+        nothing, such as embeddings); `n` completions per prompt. Raises RateLimited (429) when
+        it does not fit."""
+        prompts = prompt_tokens if isinstance(prompt_tokens, list) else [prompt_tokens]
+        call = MeteredCall(self, key, model, sum(prompts))
         if not self.enabled:
             return call
-        context = max_context if max_context is not None else prompt_tokens + self.config.max_reserve_tokens
-        reserve = reservation(prompt_tokens, max_tokens, n, context, self.config.max_reserve_tokens)
+        default = self.config.max_reserve_tokens
+        reserve = sum(reservation(p, max_tokens, n, max_context if max_context is not None else p + default,
+                                  default) for p in prompts)
         decision = self.admit(key, call.id, reserve)
         if not decision.allowed:
             raise RateLimited(refusal_message(decision.reason, reserve, decision.limit_tokens,

@@ -131,3 +131,12 @@ def test_disabled_platform_meters_nothing(tmp_path: Path) -> None:
         asyncio.run(call.finish(5, "stop"))
     assert row(platform, call.id) is None
     platform.close()
+
+
+def test_several_prompts_reserve_each_and_settle_together(platform: Platform) -> None:
+    key = new_key(platform)
+    call = platform.open_call(key, "m", [100, 4000], max_tokens=500, n=2, max_context=4096)
+    assert call.prompt_tokens == 4100
+    assert remaining_tokens(platform, key) == 10_000 - (100 + 2 * 500) - (4000 + 2 * 96)
+    asyncio.run(call.finish(40, "stop"))
+    assert remaining_tokens(platform, key) == 10_000 - 4140
