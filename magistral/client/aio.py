@@ -22,6 +22,8 @@ class AsyncClient:
         self._http = httpx.AsyncClient(base_url=url, timeout=timeout, headers=headers)
         self.chat = AsyncChat(self)
         self.models = AsyncModels(self)
+        self.completions = AsyncCompletions(self)
+        self.embeddings = AsyncEmbeddings(self)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -87,3 +89,23 @@ class AsyncModels:
 
     async def retrieve(self, model: str) -> dict[str, Any]:
         return (await self._client._send("GET", f"/v1/models/{model}")).json()
+
+
+class AsyncCompletions:
+    def __init__(self, client: AsyncClient):
+        self._client = client
+
+    async def create(self, *, model: str, prompt: str | list[str] | list[int] | list[list[int]],
+                     **params: Any) -> dict[str, Any]:
+        body = {"model": model, "prompt": prompt, **params}
+        return (await self._client._send("POST", "/v1/completions", body)).json()
+
+
+class AsyncEmbeddings:
+    def __init__(self, client: AsyncClient):
+        self._client = client
+
+    async def create(self, *, model: str, input: str | list[str], **params: Any) -> list[list[float]]:
+        body = {"model": model, "input": input, **params}
+        data = (await self._client._send("POST", "/v1/embeddings", body)).json()["data"]
+        return [row["embedding"] for row in sorted(data, key=lambda row: row["index"])]

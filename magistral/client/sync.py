@@ -1,4 +1,5 @@
-"""The synchronous client: `client.chat.complete`, `client.chat.stream`, `client.models.list`."""
+"""The synchronous client: `client.chat.complete`, `client.chat.stream`, `client.models.list`,
+`client.completions.create`, `client.embeddings.create`."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ class Client:
         self._http = httpx.Client(base_url=url, timeout=timeout, headers=headers)
         self.chat = Chat(self)
         self.models = Models(self)
+        self.completions = Completions(self)
+        self.embeddings = Embeddings(self)
 
     def close(self) -> None:
         self._http.close()
@@ -90,3 +93,23 @@ class Models:
         return self._client._send("GET", f"/v1/models/{model}").json()
 
 
+class Completions:
+    def __init__(self, client: Client):
+        self._client = client
+
+    def create(self, *, model: str, prompt: str | list[str] | list[int] | list[list[int]],
+               **params: Any) -> dict[str, Any]:
+        """Legacy text completion (`/v1/completions`): the response as JSON, logprobs included."""
+        response = self._client._send("POST", "/v1/completions", {"model": model, "prompt": prompt, **params})
+        return response.json()
+
+
+class Embeddings:
+    def __init__(self, client: Client):
+        self._client = client
+
+    def create(self, *, model: str, input: str | list[str], **params: Any) -> list[list[float]]:
+        """One vector per input, in input order."""
+        body = {"model": model, "input": input, **params}
+        data = self._client._send("POST", "/v1/embeddings", body).json()["data"]
+        return [row["embedding"] for row in sorted(data, key=lambda row: row["index"])]

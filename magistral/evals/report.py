@@ -38,13 +38,23 @@ def render(run_dir: Path) -> None:
 
 
 def markdown(payload: dict) -> str:
+    from magistral.evals.cloze import CLOZE_TASKS
     from magistral.evals.tasks import TASKS
     lines = [f"# Evaluation of `{payload['model']}`", "",
-             "| benchmark | our score | claimed (Magistral Medium 1.2) | items |", "|---|---|---|---|"]
+             "| benchmark | our score | claimed (Magistral Medium 1.2; cloze: the default model's card) "
+             "| items |", "|---|---|---|---|"]
     for task in payload["tasks"]:
-        claimed = TASKS[task["task"]]().claimed if task["task"] in TASKS else None
+        claimed = TASKS[task["task"]]().claimed if task["task"] in TASKS else \
+            CLOZE_TASKS[task["task"]][1] if task["task"] in CLOZE_TASKS else None
         lines.append(f"| {task['task']} | {100 * task['accuracy']:.1f} | "
                      f"{'—' if claimed is None else f'{claimed:.1f}'} | {len(task['items'])} |")
+    for task in payload["tasks"]:
+        settings = task["settings"]
+        if "formulation" in settings:
+            others = ", ".join(f"{key.removeprefix('accuracy_')} {100 * value:.1f}"
+                               for key, value in settings.items() if key.startswith("accuracy_"))
+            lines += ["", f"{task['task']}: {settings['formulation']} ({others}; "
+                      f"{settings.get('wall_time_s', '?')} s)."]
     for task in payload["tasks"]:
         if len(task["by_group"]) > 1:
             lines += ["", f"## {task['task']} by subject (macro {100 * task['macro_accuracy']:.1f})", "",

@@ -94,8 +94,8 @@ class SlotKVCache:
     def for_decode(self, positions: list[int]) -> DecodeView:
         return DecodeView(self, positions)
 
-    def for_new_prompts(self, slots: list[int]) -> NewPromptsView:
-        return NewPromptsView(self, slots)
+    def for_new_prompts(self, slots: list[int], start: int = 0) -> NewPromptsView:
+        return NewPromptsView(self, slots, start)
 
 
 class SlotView:
@@ -117,22 +117,25 @@ class SlotView:
 
 
 class NewPromptsView:
-    """Several slots prefilled together from position 0 (prompts right-padded to one length:
-    the padding's keys and values lie beyond each prompt, where decoding overwrites them before
-    any query can see them)."""
+    """Several slots prefilled together from `start` (0, or the end of a prefix they share and
+    already hold), prompts right-padded to one length: the padding's keys and values lie beyond
+    each prompt, where decoding overwrites them before any query can see them."""
 
     mask = None
 
-    def __init__(self, cache: SlotKVCache, slots: list[int]):
-        self.cache, self.slots = cache, torch.tensor(slots)
+    def __init__(self, cache: SlotKVCache, slots: list[int], start: int = 0):
+        self.cache, self.slots, self.start = cache, torch.tensor(slots), start
 
     def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
-        assert start_pos == 0, "new prompts start at position 0"
-        self.cache.ensure(k.shape[2])
-        self.cache.keys[layer][self.slots, :, :k.shape[2]] = k
-        self.cache.values[layer][self.slots, :, :k.shape[2]] = v
-        return k, v  # everything cached for these rows is what was just computed
+        assert start_pos == self.start, f"these prompts continue at position {self.start}"
+        end = start_pos + k.shape[2]
+        self.cache.ensure(end)
+        self.cache.keys[layer][self.slots, :, start_pos:end] = k
+        self.cache.values[layer][self.slots, :, start_pos:end] = v
+        if start_pos == 0:
+            return k, v  # everything cached for these rows is what was just computed
+        return self.cache.keys[layer][self.slots, :, :end], self.cache.values[layer][self.slots, :, :end]
 
 
 class DecodeView:
