@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +48,32 @@ def create_key(database_url: str, name: str = "test") -> str:
                "--database-url", database_url).stdout.strip()
 
 
+def new_account(database_url: str, *extra: str) -> str:
+    """A fresh active account (extra: CLI flags such as --tier or --status)."""
+    name = f"acct-{uuid.uuid4().hex[:8]}"
+    cli("accounts", "create", name, "--database-url", database_url, *extra)
+    return name
+
+
+def new_key(database_url: str, account: str, *extra: str) -> str:
+    """A key of `account` (extra: CLI flags such as --rpm 2)."""
+    return cli("keys", "create", "--name", "k", "--account", account, "--database-url", database_url,
+               *extra).stdout.strip()
+
+
 @dataclass
 class Server:
     base_url: str
     database_url: str
     key: str
     process: subprocess.Popen
+
+    def auth(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.key}"}
+
+    def post(self, path: str, body: object, key: str | None = None, timeout: float = 120) -> httpx.Response:
+        """POST JSON to a route (e.g. "/v1/embeddings") with this server's key or another one."""
+        return httpx.post(f"{self.base_url}{path}", headers=self.auth(key), json=body, timeout=timeout)
 
     def health(self) -> dict:
         return httpx.get(f"{self.base_url}/health", timeout=10).json()

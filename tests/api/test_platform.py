@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 
 import httpx
 import pytest
 
 from magistral.client import Client, RateLimitError
+from tests import conftest
 from tests.conftest import Server, cli
 
 MODEL = "magistral-medium-latest"
@@ -18,19 +18,15 @@ HI = [{"role": "user", "content": "Hi"}]
 
 
 def new_account(server: Server, *extra: str) -> str:
-    name = f"acct-{uuid.uuid4().hex[:8]}"
-    cli("accounts", "create", name, "--database-url", server.database_url, *extra)
-    return name
+    return conftest.new_account(server.database_url, *extra)
 
 
 def new_key(server: Server, account: str, *extra: str) -> str:
-    return cli("keys", "create", "--name", "k", "--account", account, "--database-url", server.database_url,
-               *extra).stdout.strip()
+    return conftest.new_key(server.database_url, account, *extra)
 
 
 def post(server: Server, key: str, **body) -> httpx.Response:
-    return httpx.post(f"{server.base_url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                      json={"model": MODEL, "messages": HI, "max_tokens": 2, **body}, timeout=60)
+    return server.post("/v1/chat/completions", {"model": MODEL, "messages": HI, "max_tokens": 2, **body}, key)
 
 
 def test_suspended_account_gets_403_until_activated(server: Server) -> None:

@@ -115,3 +115,39 @@ def test_generation_ends_at_the_context_limit(loaded, tokenizer) -> None:
             run(collect(small, list(range(40)), SamplingParams()))
     finally:
         small.shutdown()
+
+
+def test_prompt_logprobs_shared_prefix_equal_each_prompt_alone(loaded, tokenizer) -> None:
+    """Options of one question arrive together and share the question: computed once, the
+    prompt logprobs equal those of each prompt scored on its own, and a full forward pass."""
+    from magistral.engine.engine import SHARED_PREFIX_MIN
+
+    engine = Engine(loaded.model, tokenizer, max_active=4)
+    try:
+        question = tokenizer.encode("Question: Which gas do plants take in from the air to make sugar?\n"
+                                    "Answer:")
+        assert len(question) > SHARED_PREFIX_MIN
+        prompts = [question + tokenizer.encode(option) for option in
+                   (" Oxygen", " Carbon dioxide", " Nitrogen", " Helium gas")]
+        params = SamplingParams(temperature=0.0, max_tokens=0)
+
+        async def score(batch: list[list[int]]) -> list[list]:
+            async def one(ids: list[int]) -> list:
+                request = GenerationRequest(ids, params, prompt_logprobs=2)
+                outputs = [o async for o in engine.generate(request)]
+                return outputs[0].prompt_logprobs
+            return await asyncio.gather(*(one(ids) for ids in batch))
+
+        together = run(score(prompts))
+        alone = [run(score([ids]))[0] for ids in prompts]
+        for ids, shared, single in zip(prompts, together, alone, strict=True):
+            assert shared[0] is None and len(shared) == len(ids)
+            assert [e.token for e in shared[1:]] == ids[1:]
+            assert max(abs(a.logprob - b.logprob) for a, b in zip(shared[1:], single[1:], strict=True)) < 1e-4
+            with torch.no_grad():
+                reference = torch.log_softmax(loaded.model(torch.tensor([ids]))[0].float(), dim=-1)
+            expected = [reference[i - 1, ids[i]].item() for i in range(1, len(ids))]
+            assert max(abs(a.logprob - b) for a, b in zip(shared[1:], expected, strict=True)) < 1e-4
+            assert [t for t, _ in shared[-1].top] == reference[-2].topk(2).indices.tolist()
+    finally:
+        engine.shutdown()
