@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from magistral import __version__
 from magistral.api.auth import require_admin
 from magistral.api.errors import APIError, error_response, install_error_handlers
-from magistral.api.routes import chat, completions, embeddings, fim, models, usage
+from magistral.api.routes import chat, completions, embeddings, fim, models, tokenize, usage
 from magistral.chat.images import ImagePolicy
 from magistral.engine.registry import ModelRegistry
 from magistral.platform.gateway import Platform
@@ -59,6 +59,7 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
     app.include_router(completions.router)
     app.include_router(fim.router)
     app.include_router(embeddings.router)
+    app.include_router(tokenize.router)
     app.include_router(models.router)
     app.include_router(usage.router)
     from magistral.dashboard import routes as dashboard

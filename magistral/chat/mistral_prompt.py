@@ -87,7 +87,9 @@ class TekkenTokenizer:
     def __init__(self, mistral: MistralTokenizer):
         self._tok = mistral.instruct_tokenizer.tokenizer
         self.vocab_size = self._tok.n_words
-        self.eos_id = self._tok.eos_id
+        self.eos_id, self.bos_id = self._tok.eos_id, self._tok.bos_id
+        self.eos_token = self._tok.id_to_piece(self.eos_id)
+        self.bos_token = self._tok.id_to_piece(self.bos_id)
         self.stop_ids = {self._tok.eos_id}
         visible = set()
         for name in VISIBLE_SPECIALS:
@@ -119,8 +121,8 @@ class MistralPrompter:
         except (MistralCommonException, NotImplementedError, AttributeError):
             self.fim = False
 
-    def encode_text(self, text: str) -> list[int]:
-        return self.mistral.instruct_tokenizer.tokenizer.encode(text, bos=True, eos=False)
+    def encode_text(self, text: str, add_special: bool = True) -> list[int]:
+        return self.mistral.instruct_tokenizer.tokenizer.encode(text, bos=add_special, eos=False)
 
     def encode_fim(self, prompt: str, suffix: str) -> list[int]:
         return list(self.mistral.encode_fim(FIMRequest(prompt=prompt, suffix=suffix)).tokens)

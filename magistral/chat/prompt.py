@@ -26,8 +26,9 @@ class Prompter(Protocol):
     def encode(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
                safe_prompt: bool = False) -> EncodedPrompt: ...
 
-    def encode_text(self, text: str) -> list[int]:
-        """Raw text (legacy completions) → ids, with BOS where the model expects one."""
+    def encode_text(self, text: str, add_special: bool = True) -> list[int]:
+        """Raw text (legacy completions) → ids, with BOS where the model expects one (unless
+        add_special is False)."""
         ...
 
     def encode_fim(self, prompt: str, suffix: str) -> list[int]:
@@ -44,8 +45,8 @@ class TemplatePrompter:
         self.template, self.tokenizer, self.reasoning = template, tokenizer, reasoning
         self.fim = tokenizer.fim_ids is not None
 
-    def encode_text(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text)
+    def encode_text(self, text: str, add_special: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_bos=None if add_special else False)
 
     def encode_fim(self, prompt: str, suffix: str) -> list[int]:
         """Prefix-suffix-middle order, as the StarCoder family and llama.cpp's infill build it."""

@@ -27,7 +27,8 @@ class ChatTemplate:
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
         env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
-        self._template = env.from_string(source or FALLBACK_TEMPLATE)
+        self.source = source or FALLBACK_TEMPLATE
+        self._template = env.from_string(self.source)
         self._bos, self._eos = bos_token, eos_token
 
     def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
