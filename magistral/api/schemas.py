@@ -124,7 +124,7 @@ class ChatCompletionRequest(_Model):
     max_tokens: int | None = Field(None, ge=0)
     stream: bool = False
     stop: str | list[str] | None = None
-    random_seed: int | None = Field(None, ge=0)
+    random_seed: int | None = Field(None, ge=0, lt=2**63)  # torch seeds are 64-bit
     response_format: ResponseFormat | None = None
     tools: list[Tool] | None = None
     tool_choice: Any = "auto"

@@ -85,9 +85,11 @@ async def generate_all(call: MeteredCall, model: ServedModel, requests: list[Gen
 async def metered_stream(call: MeteredCall, model: ServedModel, request: GenerationRequest
                          ) -> AsyncIterator[GenerationOutput]:
     """The engine's outputs, each billed before it is yielded; the last one (with a
-    finish_reason) is the call's final, durable state. If the consumer stops early (client gone,
-    error) the call is abandoned with what was generated."""
-    tokens, status = 0, "disconnected"
+    finish_reason) is the call's final, durable state. When the engine or the usage journal
+    fails mid-stream, a last output with finish_reason "error" (and no new text) is yielded, so
+    the client gets a proper end; the call is billed for the tokens already sent. If the
+    consumer stops early (client gone) the call is abandoned with what was generated."""
+    tokens, sent, status = 0, 0, "disconnected"
     try:
         generation = model.engine.generate(request)
         async with contextlib.aclosing(generation) as outputs:
@@ -100,6 +102,12 @@ async def metered_stream(call: MeteredCall, model: ServedModel, request: Generat
                     await call.finish(tokens, status)
                 else:
                     await call.checkpoint(tokens)
+                sent = tokens
                 yield output
+    except Exception as exc:  # the stream has started: end it cleanly instead of dropping it
+        log.exception("request %s: stream failed", call.id)
+        call.abandon(sent, "error")
+        yield GenerationOutput(text="", completion_tokens=sent, finish_reason="error",
+                               error=f"{type(exc).__name__}: {exc}")
     finally:
         call.abandon(tokens, status)

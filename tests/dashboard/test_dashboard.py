@@ -46,6 +46,10 @@ def test_dashboard_shows_the_usage_of_the_signed_in_account(browser, server: Ser
         httpx.post(f"{server.base_url}/v1/chat/completions", headers=headers, timeout=60,
                    json={"model": "magistral-medium-latest", "max_tokens": n,
                          "messages": [{"role": "user", "content": "Hello"}]}).raise_for_status()
+    completion = {"model": "magistral-medium-latest", "prompt": "Hi", "max_tokens": 2}
+    for path, body in (("/v1/completions", completion),
+                       ("/v1/embeddings", {"model": "mistral-embed", "input": ["one", "two"]})):
+        httpx.post(f"{server.base_url}{path}", headers=headers, json=body, timeout=60).raise_for_status()
     usage = httpx.get(f"{server.base_url}/v1/usage", headers=headers).json()["data"]
     invoice = httpx.get(f"{server.base_url}/v1/usage/invoice", headers=headers).json()
 
@@ -57,7 +61,12 @@ def test_dashboard_shows_the_usage_of_the_signed_in_account(browser, server: Ser
     assert [(b.get_attribute("data-day"), int(b.get_attribute("data-tokens"))) for b in bars] == \
         [(d["day"], d["total_tokens"]) for d in usage]
     day_cells = [c.text_content() for c in page.query_selector_all("#days tbody td")]
-    assert day_cells[:2] == [usage[0]["day"], "2"] and f"${usage[0]['cost_usd']}" in day_cells
+    assert day_cells[:2] == [usage[0]["day"], "4"] and f"${usage[0]['cost_usd']}" in day_cells
+    model_rows = [r.text_content() for r in page.query_selector_all("#models tbody tr")]
+    assert len(model_rows) == 2 and "all-minilm-l6-v2" in model_rows[0] and "smollm2" in model_rows[1]
+    invoice_rows = [r.text_content() for r in page.query_selector_all("#invoice tbody tr")]
+    assert [line["model"] for line in invoice["lines"]] == ["all-minilm-l6-v2", "smollm2-135m-instruct"]
+    assert all(line["model"] in row for line, row in zip(invoice["lines"], invoice_rows, strict=True))
     assert page.text_content("#invoice-total") == f"${invoice['total_usd']}"
     assert page.text_content("#month-total") == f"${invoice['total_usd']}"
     key_rows = page.query_selector_all("#keys tbody tr")

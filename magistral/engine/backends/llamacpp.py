@@ -4,7 +4,9 @@ side-by-side benchmarks. Optional: `pip install magistral[llamacpp]` (it compile
 Prompts are built and detokenized by our own code, so both engines see the same token ids and
 apply stop strings the same way; llama.cpp samples. One llama.cpp context serves one sequence
 at a time (requests queue); it reuses the KV of the longest prefix shared with the previous
-prompt, which is llama.cpp's own prefix cache.
+prompt, which is llama.cpp's own prefix cache. Logprobs are read from llama.cpp's logits: the
+last row after each sampled token, and, for a prompt whose own logprobs are asked for (echo),
+every row of a prompt evaluated with all its logits kept (its KV then serves the generation).
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from magistral.chat.tokenizer import IncrementalDecoder
 from magistral.engine.engine import Detokenizer, GenerationOutput, GenerationRequest
+from magistral.engine.sampling import TokenLogprob, token_logprobs
 from magistral.engine.stops import StopMatcher
 
 
@@ -93,10 +99,20 @@ class LlamaCppEngine:
         decoder, stops = IncrementalDecoder(self.tokenizer), StopMatcher(p.stop)
         limit = self.max_context - len(request.prompt_ids)
         max_tokens = limit if p.max_tokens is None else min(p.max_tokens, limit)
-        generated = 0
+        generated, pending = 0, []
+        prompt_logprobs = None
+        if request.prompt_logprobs is not None:
+            prompt_logprobs = self._score_prompt(request.prompt_ids, request.prompt_logprobs)
+
+        def output(text: str, finish_reason: str | None = None) -> GenerationOutput:
+            nonlocal pending, prompt_logprobs
+            out = GenerationOutput(text, generated, finish_reason=finish_reason, logprobs=pending,
+                                   prompt_logprobs=prompt_logprobs)
+            pending, prompt_logprobs = [], None
+            return out
+
         if max_tokens <= 0:
-            reason = "length" if p.max_tokens == 0 else "model_length"
-            return emit(GenerationOutput("", 0, finish_reason=reason))
+            return emit(output("", "length" if p.max_tokens == 0 else "model_length"))
         tokens = self.llm.generate(request.prompt_ids, temp=p.temperature, top_p=p.top_p, top_k=0, min_p=0.0,
                                    repeat_penalty=1.0, presence_penalty=p.presence_penalty,
                                    frequency_penalty=p.frequency_penalty, reset=True)
@@ -104,13 +120,39 @@ class LlamaCppEngine:
             if cancelled.is_set():
                 return
             if token in self.tokenizer.stop_ids:
-                return emit(GenerationOutput(stops.flush(), generated, finish_reason="stop"))
+                return emit(output(stops.flush(), "stop"))
+            if p.logprobs is not None:
+                pending += token_logprobs(self._last_logits()[None], [token], p.logprobs)
             generated += 1
             text, stopped = stops.feed(decoder.push(token))
             if stopped:
-                return emit(GenerationOutput(text, generated, finish_reason="stop"))
+                return emit(output(text, "stop"))
             if generated >= max_tokens:
                 reason = "length" if p.max_tokens is not None and generated >= p.max_tokens \
                     else "model_length"
-                return emit(GenerationOutput(text + stops.flush(), generated, finish_reason=reason))
-            emit(GenerationOutput(text, generated))
+                return emit(output(text + stops.flush(), reason))
+            emit(output(text))
+
+    def _last_logits(self) -> torch.Tensor:
+        """The logits that produced the token just sampled (llama.cpp's last output row)."""
+        row = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.llm.n_vocab(),))
+        return torch.from_numpy(row.copy())
+
+    def _score_prompt(self, ids: list[int], k: int) -> list[TokenLogprob | None]:
+        """Evaluate the prompt from scratch with logits for every position (llama.cpp keeps only
+        the last row otherwise); the KV stays, so generation continues from it."""
+        llm, vocab = self.llm, self.llm.n_vocab()
+        llm.reset()
+        llm._ctx.kv_cache_seq_rm(-1, 0, -1)
+        entries: list[TokenLogprob | None] = [None]
+        for start in range(0, len(ids), llm.n_batch):
+            batch = ids[start:start + llm.n_batch]
+            llm._batch.set_batch(batch=batch, n_past=start, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(len(batch), vocab))
+            targets = ids[start + 1:start + 1 + len(batch)]
+            entries += token_logprobs(torch.from_numpy(logits[:len(targets)].copy()), targets, k)
+            llm.input_ids[start:start + len(batch)] = batch
+            llm.n_tokens = start + len(batch)
+        llm._requires_eval = False  # the last row is live: generate() samples from it directly
+        return entries
