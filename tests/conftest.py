@@ -121,6 +121,20 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_server(srv)
 
 
+@pytest.fixture(scope="session")
+def mistral(server: Server):
+    """The official mistralai SDK pointed at the shared server."""
+    from mistralai.client import Mistral
+    return Mistral(api_key=server.key, server_url=server.base_url)
+
+
+@pytest.fixture(scope="session")
+def openai_client(server: Server):
+    """The official openai SDK pointed at the shared server."""
+    from openai import OpenAI
+    return OpenAI(api_key=server.key, base_url=f"{server.base_url}/v1")
+
+
 def stop_server(server: Server) -> None:
     server.process.terminate()
     try:

@@ -36,12 +36,18 @@ PREFILL_PROMPTS = 4
 SHARED_PREFIX_MIN = 16  # new prompts that share this many leading tokens compute them once
 
 
-def _common_prefix(prompts: list[list[int]]) -> int:
+def _shared_prefix(prompts: list[list[int]]) -> int:
+    """Leading tokens all prompts share, when worth computing once (0 otherwise)."""
     first, length = prompts[0], min(map(len, prompts))
-    for i in range(length):
-        if any(p[i] != first[i] for p in prompts[1:]):
-            return i
-    return length
+    shared = next((i for i in range(length) if any(p[i] != first[i] for p in prompts[1:])), length)
+    return shared if SHARED_PREFIX_MIN <= shared < max(map(len, prompts)) else 0
+
+
+def _together_cost(prompts: list[list[int]]) -> int:
+    """Token positions computed when these prompts are prefilled together: the shared prefix
+    once, then every prompt's rest padded to the longest."""
+    shared = _shared_prefix(prompts)
+    return shared + len(prompts) * max(len(p) - shared for p in prompts)
 
 
 class Detokenizer(Protocol):
@@ -216,8 +222,9 @@ class Engine:
         budget = PREFILL_CHUNK
         waiting = [s for s in self._active if s.prefilling][:PREFILL_PROMPTS]
         fresh = [s for s in waiting if s.position == 0 and not s.request.images]
-        fresh = [s for s in fresh if len(s.request.prompt_ids) - 1 <= budget // max(1, len(fresh))]
-        if len(fresh) > 1:  # short new prompts: one batched forward
+        while len(fresh) > 1 and _together_cost([s.request.prompt_ids[:-1] for s in fresh]) > budget:
+            fresh.remove(max(fresh, key=lambda s: len(s.request.prompt_ids)))
+        if len(fresh) > 1:  # new prompts that fit the budget together: one batched forward
             budget -= self._prefill_together(fresh)
         for seq in waiting:
             if budget <= 0:
@@ -259,9 +266,7 @@ class Engine:
         prompts = [s.request.prompt_ids[:-1] for s in seqs]
         slots = [self._active.index(s) for s in seqs]
         scoring = any(s.request.prompt_logprobs is not None for s in seqs)
-        shared = _common_prefix(prompts)
-        if shared < SHARED_PREFIX_MIN or shared == max(map(len, prompts)):
-            shared = 0
+        shared = _shared_prefix(prompts)
         with dense_prefill():
             if shared:
                 logits = self.model(torch.tensor([prompts[0][:shared]], dtype=torch.long), start_pos=0,

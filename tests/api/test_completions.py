@@ -25,12 +25,6 @@ def fp32_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     stop_server(srv)
 
 
-@pytest.fixture(scope="module")
-def openai_client(server: Server):
-    from openai import OpenAI
-    return OpenAI(api_key=server.key, base_url=f"{server.base_url}/v1")
-
-
 def test_openai_completions_create(openai_client) -> None:
     response = openai_client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8, temperature=0)
     choice = response.choices[0]

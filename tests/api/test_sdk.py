@@ -2,24 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tests.conftest import Server
-
 MODEL = "magistral-medium-latest"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
-
-
-@pytest.fixture(scope="module")
-def mistral(server: Server):
-    from mistralai.client import Mistral
-    return Mistral(api_key=server.key, server_url=server.base_url)
-
-
-@pytest.fixture(scope="module")
-def openai_client(server: Server):
-    from openai import OpenAI
-    return OpenAI(api_key=server.key, base_url=f"{server.base_url}/v1")
 
 
 def test_mistral_chat_complete(mistral) -> None:
