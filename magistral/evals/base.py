@@ -94,7 +94,8 @@ class TaskReport:
 
 
 class ResponseCache:
-    """Every response appended to a JSONL file as it arrives; a rerun skips what is there."""
+    """Every response appended to a JSONL file as it arrives; a rerun skips what is there,
+    except failed requests, which it asks again."""
 
     def __init__(self, path: Path):
         self.path = path
@@ -104,7 +105,8 @@ class ResponseCache:
             for line in path.read_text().splitlines():
                 if line.strip():
                     row = json.loads(line)
-                    self.done[row["id"]] = row
+                    if not row.get("error"):
+                        self.done[row["id"]] = row
 
     def add(self, row: dict[str, Any]) -> None:
         with self._lock, self.path.open("a") as f:

@@ -121,3 +121,13 @@ def test_answer_extraction() -> None:
     assert gsm.extract("5 + 3 = 8 apples, so the answer is $1,250.00") == "1250"
     assert gsm.extract("x = \\boxed{-7}") == "-7"
     assert gsm.extract("no numbers") is None
+
+
+def test_response_cache_asks_failed_requests_again(tmp_path) -> None:
+    from magistral.evals.base import ResponseCache
+
+    cache = ResponseCache(tmp_path / "r.jsonl")
+    cache.add({"id": "a", "text": "A"})
+    cache.add({"id": "b", "text": "", "error": "APIConnectionError: refused"})
+    assert set(cache.done) == {"a", "b"}  # this run scores both
+    assert set(ResponseCache(tmp_path / "r.jsonl").done) == {"a"}  # the next run asks b again
