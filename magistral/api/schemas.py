@@ -148,12 +148,6 @@ class ChatCompletionRequest(_Model):
         return data
 
     @property
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
-
-    @property
     def wants_reasoning_prompt(self) -> bool:
         """Absent or "reasoning": add the reasoning system prompt; explicit null: add nothing."""
         return "prompt_mode" not in self.model_fields_set or self.prompt_mode == "reasoning"

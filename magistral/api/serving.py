@@ -13,17 +13,44 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import Request
 
 from magistral.api.errors import APIError, ClientGone
 from magistral.engine.engine import GenerationOutput, GenerationRequest
 from magistral.engine.registry import ServedModel
-from magistral.engine.sampling import TokenLogprob
+from magistral.engine.sampling import SamplingParams, TokenLogprob
 from magistral.platform.calls import MeteredCall
 
 log = logging.getLogger("magistral.api")
 DISCONNECT_POLL_S = 0.25  # how often a non-streamed request checks that its client is still there
+
+
+def sampling(model: ServedModel, temperature: float | None, top_p: float, max_tokens: int | None,
+             seed: int | None, stop: str | list[str] | None, **extra: Any) -> SamplingParams:
+    stops = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+    return SamplingParams(temperature=model.default_temperature if temperature is None else temperature,
+                          top_p=top_p, max_tokens=max_tokens, seed=seed, stop=stops, **extra)
+
+
+def check_prompt(model: ServedModel, ids: list[int], param: str = "prompt") -> None:
+    if not ids:
+        raise APIError(400, "Prompt is empty", param=param)
+    if len(ids) >= model.max_context_length:
+        raise APIError(400, f"Prompt contains {len(ids)} tokens, too large for model '{model.id}' with "
+                       f"{model.max_context_length} maximum context length", param=param,
+                       code="context_length_exceeded")
+
+
+def find_model(request: Request, name: str) -> ServedModel:
+    registry = request.app.state.registry
+    model = registry.get(name)
+    if model is None:
+        if registry.get_embedder(name) is not None:
+            raise APIError(400, f"Model '{name}' makes embeddings, not completions", param="model")
+        raise APIError(404, f"Invalid model: '{name}' not found", param="model", code="model_not_found")
+    return model
 
 
 @dataclass

@@ -15,7 +15,7 @@ from magistral.api.auth import require_key
 from magistral.api.content import assistant_message, segment_delta
 from magistral.api.errors import APIError
 from magistral.api.schemas import ChatCompletionRequest
-from magistral.api.serving import generate_all, metered_stream
+from magistral.api.serving import check_prompt, find_model, generate_all, metered_stream, sampling
 from magistral.api.streaming import DONE, SSE_HEADERS, chunk
 from magistral.api.validation import check_capabilities, check_message_order
 from magistral.chat.images import ImageError, load_image
@@ -32,10 +32,8 @@ router = APIRouter()
 
 
 def _sampling(req: ChatCompletionRequest, model: ServedModel, seed: int | None) -> SamplingParams:
-    temperature = model.default_temperature if req.temperature is None else req.temperature
-    return SamplingParams(temperature=temperature, top_p=req.top_p, max_tokens=req.max_tokens,
-                          seed=seed, stop=req.stop_list, presence_penalty=req.presence_penalty,
-                          frequency_penalty=req.frequency_penalty)
+    return sampling(model, req.temperature, req.top_p, req.max_tokens, seed, req.stop,
+                    presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty)
 
 
 async def _load_images(messages: list[dict[str, Any]], request: Request) -> None:
@@ -57,10 +55,7 @@ async def _load_images(messages: list[dict[str, Any]], request: Request) -> None
 
 
 async def _prepare(req: ChatCompletionRequest, request: Request) -> tuple[ServedModel, EncodedPrompt]:
-    model = request.app.state.registry.get(req.model)
-    if model is None:
-        raise APIError(404, f"Invalid model: '{req.model}' not found", param="model",
-                       code="model_not_found")
+    model = find_model(request, req.model)
     check_message_order(req)
     check_capabilities(req, model)
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
@@ -71,10 +66,7 @@ async def _prepare(req: ChatCompletionRequest, request: Request) -> tuple[Served
                                          safe_prompt=req.safe_prompt)
     except (ValueError, MistralCommonException) as exc:
         raise APIError(400, f"Invalid messages: {exc}", param="messages") from exc
-    if len(prompt.ids) >= model.max_context_length:
-        raise APIError(400, f"Prompt contains {len(prompt.ids)} tokens, too large for model "
-                       f"'{model.id}' with {model.max_context_length} maximum context length",
-                       param="messages", code="context_length_exceeded")
+    check_prompt(model, prompt.ids, param="messages")
     return model, prompt
 
 

@@ -17,11 +17,11 @@ from starlette.concurrency import run_in_threadpool
 from magistral.api.auth import require_key
 from magistral.api.errors import APIError
 from magistral.api.schemas import NullIsDefault
-from magistral.api.serving import Choice, generate_all, metered_stream
+from magistral.api.serving import Choice, check_prompt, find_model, generate_all, metered_stream, sampling
 from magistral.api.streaming import DONE, SSE_HEADERS, sse
 from magistral.engine.engine import GenerationRequest
 from magistral.engine.registry import ServedModel
-from magistral.engine.sampling import SamplingParams, TokenLogprob
+from magistral.engine.sampling import TokenLogprob
 from magistral.platform.calls import MeteredCall
 from magistral.platform.gateway import Platform
 from magistral.platform.keys import KeyInfo
@@ -54,32 +54,6 @@ class CompletionRequest(NullIsDefault):
         if isinstance(data, dict) and data.get("seed") is None and data.get("random_seed") is not None:
             data = {**data, "seed": data["random_seed"]}
         return data
-
-
-def sampling(model: ServedModel, temperature: float | None, top_p: float, max_tokens: int | None,
-             seed: int | None, stop: str | list[str] | None, **extra: Any) -> SamplingParams:
-    stops = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
-    return SamplingParams(temperature=model.default_temperature if temperature is None else temperature,
-                          top_p=top_p, max_tokens=max_tokens, seed=seed, stop=stops, **extra)
-
-
-def check_prompt(model: ServedModel, ids: list[int], param: str = "prompt") -> None:
-    if not ids:
-        raise APIError(400, "Prompt is empty", param=param)
-    if len(ids) >= model.max_context_length:
-        raise APIError(400, f"Prompt contains {len(ids)} tokens, too large for model '{model.id}' with "
-                       f"{model.max_context_length} maximum context length", param=param,
-                       code="context_length_exceeded")
-
-
-def find_model(request: Request, name: str) -> ServedModel:
-    registry = request.app.state.registry
-    model = registry.get(name)
-    if model is None:
-        if registry.get_embedder(name) is not None:
-            raise APIError(400, f"Model '{name}' makes embeddings, not completions", param="model")
-        raise APIError(404, f"Invalid model: '{name}' not found", param="model", code="model_not_found")
-    return model
 
 
 async def _prompts(req: CompletionRequest, model: ServedModel) -> list[list[int]]:

@@ -15,9 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from magistral.api.auth import require_key
 from magistral.api.errors import APIError
-from magistral.api.routes.completions import check_prompt, find_model, sampling
 from magistral.api.schemas import NullIsDefault
-from magistral.api.serving import generate_all, metered_stream
+from magistral.api.serving import check_prompt, find_model, generate_all, metered_stream, sampling
 from magistral.api.streaming import DONE, SSE_HEADERS, chunk
 from magistral.engine.engine import GenerationRequest
 from magistral.engine.registry import ServedModel

@@ -12,8 +12,8 @@ from starlette.concurrency import run_in_threadpool
 
 from magistral.api.auth import require_key
 from magistral.api.errors import APIError
-from magistral.api.routes.completions import find_model
 from magistral.api.schemas import NullIsDefault
+from magistral.api.serving import find_model
 from magistral.engine.registry import ServedModel
 
 router = APIRouter(dependencies=[Depends(require_key)])
