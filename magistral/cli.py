@@ -40,7 +40,7 @@ def _serve(args: argparse.Namespace) -> int:
         embedders = []
     policy = ImagePolicy(allow_private_hosts=args.allow_private_image_hosts)
     registry = ModelRegistry(models, embedders)
-    app = create_app(registry, platform, policy)
+    app = create_app(registry, platform, policy, cors_origins=args.cors_origin)
     print(f"magistral: serving {', '.join(m.id for m in registry.everything)} on "
           f"http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help=argparse.SUPPRESS)  # no auth, limits or metering: bench/platform_overhead.py only
     serve.add_argument("--allow-private-image-hosts", action="store_true",
                        help="let image URLs reach loopback/private addresses (on-premise image servers)")
+    serve.add_argument("--cors-origin", action="append", default=None,
+                       help="an origin (e.g. https://app.example.com) whose web pages may call the API; "
+                       "repeatable; none by default")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 

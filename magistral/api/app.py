@@ -6,6 +6,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -17,6 +18,8 @@ from magistral.chat.images import ImagePolicy
 from magistral.engine.registry import ModelRegistry
 from magistral.platform.gateway import Platform
 
+RATE_LIMIT_HEADERS = [f"x-ratelimit-{kind}-{what}-minute" for kind in ("limit", "remaining")
+                      for what in ("req", "tokens")]
 MAX_BODY_BYTES = 128 * 1024 * 1024  # 8 images of 10 MB, base64-encoded, fit with room to spare
 
 
@@ -37,8 +40,8 @@ class BodySizeLimit:
         await self.app(scope, receive, send)
 
 
-def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImagePolicy | None = None
-               ) -> FastAPI:
+def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImagePolicy | None = None,
+               cors_origins: list[str] | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
@@ -55,6 +58,10 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
     install_error_handlers(app)
 
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    if cors_origins:  # browser apps on these origins may call the API with their users' keys
+        app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"], max_age=600,
+                           expose_headers=["Retry-After", *RATE_LIMIT_HEADERS])
     app.include_router(chat.router)
     app.include_router(completions.router)
     app.include_router(fim.router)

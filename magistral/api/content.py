@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from magistral.chat.reasoning import Segment, split_reasoning
+from magistral.engine.sampling import TokenLogprob
 
 
 def _thinking_chunk(text: str, closed: bool | None = None) -> dict[str, Any]:
@@ -14,10 +16,11 @@ def _thinking_chunk(text: str, closed: bool | None = None) -> dict[str, Any]:
     return chunk
 
 
-def assistant_message(text: str) -> dict[str, Any]:
-    """A whole completion as a message; a reasoning trace becomes a thinking chunk (with
-    `closed: false` when generation stopped inside it)."""
-    segments, unclosed = split_reasoning(text)
+def assistant_message(text: str, reasoning: bool = True) -> dict[str, Any]:
+    """A whole completion as a message; for a reasoning model, a reasoning trace becomes a
+    thinking chunk (with `closed: false` when generation stopped inside it). Other models'
+    text is text, `<think>` included."""
+    segments, unclosed = split_reasoning(text) if reasoning else ([], False)
     if not any(s.kind == "thinking" for s in segments):
         content: Any = text
     else:
@@ -33,3 +36,12 @@ def segment_delta(segment: Segment) -> dict[str, Any]:
     if segment.kind == "thinking":
         return {"content": [_thinking_chunk(segment.text)]}
     return {"content": segment.text}
+
+
+def chat_logprobs(decode: Callable[[list[int]], str], entries: list[TokenLogprob]) -> dict[str, Any]:
+    """OpenAI's chat logprobs object: each sampled token, its logprob, bytes and alternatives."""
+    def item(token: int, logprob: float) -> dict[str, Any]:
+        text = decode([token])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+    return {"content": [{**item(e.token, e.logprob), "top_logprobs": [item(t, lp) for t, lp in e.top]}
+                        for e in entries], "refusal": None}

@@ -33,8 +33,9 @@ class ClientGone(Exception):
 
 
 def error_response(err: APIError, extra: dict[str, Any] | None = None) -> JSONResponse:
-    body = {"object": "error", "message": err.message, "type": err.type, "param": err.param,
-            "code": err.code, **(extra or {})}
+    fields = {"message": err.message, "type": err.type, "param": err.param, "code": err.code}
+    # Mistral's clients read the flat fields, OpenAI's (openai-node shows nothing else) `error`
+    body = {"object": "error", **fields, "error": fields, **(extra or {})}
     return JSONResponse(body, status_code=err.status, headers=err.headers)
 
 

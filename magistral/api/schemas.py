@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Model(BaseModel):
@@ -67,8 +67,13 @@ class ToolCall(_Model):
 
 
 class SystemMessage(_Model):
-    role: Literal["system"]
+    role: Literal["system", "developer"]  # OpenAI's newer name for the system message
     content: str | list[SystemChunk]
+
+    @field_validator("role")
+    @classmethod
+    def _developer_is_system(cls, role: str) -> str:
+        return "system"
 
 
 class UserMessage(_Model):
@@ -116,7 +121,20 @@ class Tool(_Model):
     function: FunctionDef
 
 
-class ChatCompletionRequest(_Model):
+class SamplingOptions(NullIsDefault):
+    """Sampling controls beyond Mistral's, as vLLM and OpenAI clients send them; applied by the
+    engine, never silently ignored."""
+    top_k: int = Field(0, ge=0)  # 0: off
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    logit_bias: dict[int, Annotated[float, Field(ge=-100, le=100)]] | None = Field(None, max_length=1024)
+
+    def sampling_options(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "min_p": self.min_p, "repetition_penalty": self.repetition_penalty,
+                "logit_bias": dict(self.logit_bias or {})}
+
+
+class ChatCompletionRequest(SamplingOptions):
     model: str
     messages: list[Message] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0.0, le=1.5)
@@ -134,6 +152,9 @@ class ChatCompletionRequest(_Model):
     n: int = Field(1, ge=1, le=16)
     prompt_mode: Literal["reasoning"] | None = None
     safe_prompt: bool = False
+    logprobs: bool = False  # OpenAI: the sampled tokens' logprobs ...
+    top_logprobs: int | None = Field(None, ge=0, le=20)  # ... and this many alternatives each
+    reasoning_effort: str | None = None  # refused: reasoning models think; prompt_mode steers them
 
     @model_validator(mode="before")
     @classmethod

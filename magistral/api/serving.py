@@ -34,6 +34,15 @@ def sampling(model: ServedModel, temperature: float | None, top_p: float, max_to
                           top_p=top_p, max_tokens=max_tokens, seed=seed, stop=stops, **extra)
 
 
+def check_sampling_options(req: Any, model: ServedModel) -> None:
+    """logit_bias names tokens of this model's vocabulary."""
+    vocab = model.tokenizer.vocab_size
+    outside = [t for t in (req.logit_bias or {}) if not 0 <= t < vocab]
+    if outside:
+        raise APIError(400, f"logit_bias names token {outside[0]}, outside the vocabulary [0, {vocab})",
+                       param="logit_bias")
+
+
 def check_prompt(model: ServedModel, ids: list[int], param: str = "prompt") -> None:
     if not ids:
         raise APIError(400, "Prompt is empty", param=param)

@@ -15,10 +15,14 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def chunk(request_id: str, created: int, model: str, delta: dict[str, Any],
-          finish_reason: str | None = None, usage: dict[str, int] | None = None) -> bytes:
+          finish_reason: str | None = None, usage: dict[str, int] | None = None,
+          logprobs: dict[str, Any] | None = None) -> bytes:
+    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+    if logprobs is not None:
+        choice["logprobs"] = logprobs
     body: dict[str, Any] = {
         "id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "choices": [choice],
     }
     if usage is not None:  # only on the last chunk: never send "usage": null
         body["usage"] = usage

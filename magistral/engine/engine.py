@@ -160,7 +160,7 @@ class Engine:
         if vision is not None and request.prompt_ids[-1] == vision.image_token_id:
             raise ValueError("a prompt must not end with an image token")  # it is decoded as text
         seq = _Sequence(request=request, loop=asyncio.get_running_loop(), outputs=asyncio.Queue(),
-                        sampler=Sampler(request.params, self.model.args.vocab_size),
+                        sampler=Sampler(request.params, self.model.args.vocab_size, request.prompt_ids),
                         decoder=IncrementalDecoder(self.tokenizer),
                         stops=StopMatcher(request.params.stop))
         self._incoming.put(seq)

@@ -1,4 +1,5 @@
-"""Turning logits into the next token: penalties, temperature, nucleus (top-p), seeded RNG."""
+"""Turning logits into the next token: logit bias, penalties, temperature, top-k, min-p, nucleus
+(top-p), seeded RNG."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0  # CTRL/Hugging Face style, over prompt and output tokens
+    top_k: int = 0  # 0: all tokens
+    min_p: float = 0.0  # drop tokens less likely than min_p × the most likely one
+    logit_bias: dict[int, float] = field(default_factory=dict)  # added to the logits, -100…100
     logprobs: int | None = None  # None: none; k: each sampled token's logprob and the top k
 
 
@@ -45,25 +50,48 @@ def token_logprobs(logits: torch.Tensor, targets: list[int], k: int) -> list[Tok
 class Sampler:
     """Per-request sampler; a fixed seed gives the same token sequence every time."""
 
-    def __init__(self, params: SamplingParams, vocab_size: int):
+    def __init__(self, params: SamplingParams, vocab_size: int, prompt_ids: list[int] | None = None):
         self.params = params
         self.generator = torch.Generator().manual_seed(
             params.seed if params.seed is not None else secrets.randbits(63))
         self.penalized = params.presence_penalty != 0.0 or params.frequency_penalty != 0.0
         self.counts = torch.zeros(vocab_size) if self.penalized else None
+        self.seen: torch.Tensor | None = None  # tokens of prompt and output, for repetition_penalty
+        if params.repetition_penalty != 1.0:
+            self.seen = torch.zeros(vocab_size, dtype=torch.bool)
+            self.seen[[i for i in prompt_ids or [] if 0 <= i < vocab_size]] = True
+        self.bias: torch.Tensor | None = None
+        if params.logit_bias:
+            self.bias = torch.zeros(vocab_size)
+            for token, value in params.logit_bias.items():
+                if 0 <= token < vocab_size:
+                    self.bias[token] = value
 
     def observe(self, token_id: int) -> None:
         if self.counts is not None and token_id < self.counts.shape[0]:
             self.counts[token_id] += 1
+        if self.seen is not None and token_id < self.seen.shape[0]:
+            self.seen[token_id] = True
 
     def sample(self, logits: torch.Tensor) -> int:
         """logits: (vocab,) float32 for the next position."""
         p = self.params
+        if self.bias is not None:
+            logits = logits + self.bias
         if self.counts is not None:
             logits = logits - p.frequency_penalty * self.counts - p.presence_penalty * (self.counts > 0)
+        if self.seen is not None:  # seen tokens: positive logits divided, negative multiplied
+            penalized = torch.where(logits > 0, logits / p.repetition_penalty, logits * p.repetition_penalty)
+            logits = torch.where(self.seen, penalized, logits)
         if p.temperature <= 0.0:
             return int(torch.argmax(logits))
+        if 0 < p.top_k < logits.shape[0]:
+            kth = torch.topk(logits, p.top_k).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits / p.temperature, dim=-1)
+        if p.min_p > 0.0:
+            probs = probs.masked_fill(probs < p.min_p * probs.max(), 0.0)
+            probs = probs / probs.sum()
         if p.top_p < 1.0:
             sorted_probs, order = torch.sort(probs, descending=True)
             cumulative = torch.cumsum(sorted_probs, dim=-1)

@@ -12,15 +12,22 @@ from mistral_common.exceptions import MistralCommonException
 from starlette.concurrency import run_in_threadpool
 
 from magistral.api.auth import require_key
-from magistral.api.content import assistant_message, segment_delta
+from magistral.api.content import assistant_message, chat_logprobs, segment_delta
 from magistral.api.errors import APIError
 from magistral.api.schemas import ChatCompletionRequest
-from magistral.api.serving import check_prompt, find_model, generate_all, metered_stream, sampling
+from magistral.api.serving import (
+    check_prompt,
+    check_sampling_options,
+    find_model,
+    generate_all,
+    metered_stream,
+    sampling,
+)
 from magistral.api.streaming import DONE, SSE_HEADERS, chunk
 from magistral.api.validation import check_capabilities, check_message_order
 from magistral.chat.images import ImageError, load_image
 from magistral.chat.prompt import EncodedPrompt
-from magistral.chat.reasoning import ReasoningSplitter
+from magistral.chat.reasoning import ReasoningSplitter, Segment
 from magistral.engine.engine import GenerationRequest
 from magistral.engine.registry import ServedModel
 from magistral.engine.sampling import SamplingParams
@@ -33,7 +40,8 @@ router = APIRouter()
 
 def _sampling(req: ChatCompletionRequest, model: ServedModel, seed: int | None) -> SamplingParams:
     return sampling(model, req.temperature, req.top_p, req.max_tokens, seed, req.stop,
-                    presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty)
+                    presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+                    logprobs=(req.top_logprobs or 0) if req.logprobs else None, **req.sampling_options())
 
 
 async def _load_images(messages: list[dict[str, Any]], request: Request) -> None:
@@ -56,6 +64,12 @@ async def _load_images(messages: list[dict[str, Any]], request: Request) -> None
 
 async def _prepare(req: ChatCompletionRequest, request: Request) -> tuple[ServedModel, EncodedPrompt]:
     model = find_model(request, req.model)
+    check_sampling_options(req, model)
+    if req.reasoning_effort is not None:
+        raise APIError(400, "reasoning_effort is not supported: reasoning models think by default; "
+                       "prompt_mode steers their system prompt", param="reasoning_effort")
+    if req.top_logprobs is not None and not req.logprobs:
+        raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     check_message_order(req)
     check_capabilities(req, model)
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
@@ -79,30 +93,39 @@ async def chat_completions(req: ChatCompletionRequest, request: Request,
                               max_context=model.max_context_length)
     if req.stream:
         generation = GenerationRequest(prompt.ids, _sampling(req, model, req.random_seed), prompt.images)
-        return StreamingResponse(_stream(call, model, generation), media_type="text/event-stream",
-                                 headers={**SSE_HEADERS, **call.headers})
+        return StreamingResponse(_stream(call, model, generation, req.logprobs),
+                                 media_type="text/event-stream", headers={**SSE_HEADERS, **call.headers})
     seeds = [None if req.random_seed is None else req.random_seed + i for i in range(req.n)]
     choices = await generate_all(call, model, [
         GenerationRequest(prompt.ids, _sampling(req, model, seed), prompt.images) for seed in seeds], request)
     return JSONResponse(headers=call.headers, content={
         "id": call.id, "object": "chat.completion", "created": call.created, "model": model.id,
         "usage": call.usage(sum(c.completion_tokens for c in choices)),
-        "choices": [{"index": i, "finish_reason": c.finish_reason, "message": assistant_message(c.text)}
+        "choices": [{"index": i, "finish_reason": c.finish_reason,
+                     "message": assistant_message(c.text, model.reasoning),
+                     "logprobs": chat_logprobs(model.tokenizer.decode, c.logprobs) if req.logprobs else None}
                     for i, c in enumerate(choices)],
     })
 
 
-async def _stream(call: MeteredCall, model: ServedModel, generation: GenerationRequest
+async def _stream(call: MeteredCall, model: ServedModel, generation: GenerationRequest, logprobs: bool
                   ) -> AsyncIterator[bytes]:
-    splitter = ReasoningSplitter()
+    splitter = ReasoningSplitter() if model.reasoning else None  # others' text is text, <think> too
     yield chunk(call.id, call.created, model.id, {"role": "assistant", "content": ""})
     async with contextlib.aclosing(metered_stream(call, model, generation)) as outputs:
         async for output in outputs:  # each billed before it is sent
-            segments = splitter.feed(output.text)
-            if output.finish_reason:
-                segments += splitter.flush()
-            for seg in segments:
-                yield chunk(call.id, call.created, model.id, segment_delta(seg))
+            if splitter is None:
+                segments = [Segment("text", output.text)] if output.text else []
+            else:
+                segments = splitter.feed(output.text)
+                if output.finish_reason:
+                    segments += splitter.flush()
+            entries = chat_logprobs(model.tokenizer.decode, output.logprobs) if logprobs else None
+            if entries and entries["content"] and not segments:  # text held back: logprobs still go
+                segments = [Segment("text", "")]
+            for i, seg in enumerate(segments):  # an output's logprobs ride on its first piece
+                yield chunk(call.id, call.created, model.id, segment_delta(seg),
+                            logprobs=entries if i == 0 else None)
             if output.finish_reason:
                 yield chunk(call.id, call.created, model.id, {"content": ""},
                             finish_reason=output.finish_reason, usage=call.usage(output.completion_tokens))

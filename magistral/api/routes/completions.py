@@ -16,8 +16,16 @@ from starlette.concurrency import run_in_threadpool
 
 from magistral.api.auth import require_key
 from magistral.api.errors import APIError
-from magistral.api.schemas import NullIsDefault
-from magistral.api.serving import Choice, check_prompt, find_model, generate_all, metered_stream, sampling
+from magistral.api.schemas import SamplingOptions
+from magistral.api.serving import (
+    Choice,
+    check_prompt,
+    check_sampling_options,
+    find_model,
+    generate_all,
+    metered_stream,
+    sampling,
+)
 from magistral.api.streaming import DONE, SSE_HEADERS, sse
 from magistral.engine.engine import GenerationRequest
 from magistral.engine.registry import ServedModel
@@ -30,7 +38,7 @@ router = APIRouter()
 MAX_PROMPTS = 64  # prompts in one request (each × n choices)
 
 
-class CompletionRequest(NullIsDefault):
+class CompletionRequest(SamplingOptions):
     model: str
     prompt: str | list[str] | list[int] | list[list[int]]
     suffix: str | None = None
@@ -46,7 +54,6 @@ class CompletionRequest(NullIsDefault):
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     best_of: int | None = Field(None, ge=1)
-    logit_bias: dict[str, float] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -91,8 +98,7 @@ async def completions(req: CompletionRequest, request: Request, key: KeyInfo = D
     model = find_model(request, req.model)
     if req.best_of is not None and req.best_of != req.n:
         raise APIError(400, "best_of is not supported (use n)", param="best_of")
-    if req.logit_bias:
-        raise APIError(400, "logit_bias is not supported", param="logit_bias")
+    check_sampling_options(req, model)
     if req.suffix is not None and not model.fim:
         raise APIError(400, f"Model '{model.id}' has no fill-in-the-middle tokens: suffix is not supported",
                        param="suffix")
@@ -108,7 +114,7 @@ async def completions(req: CompletionRequest, request: Request, key: KeyInfo = D
         GenerationRequest(ids, sampling(model, req.temperature, req.top_p, req.max_tokens,
                                         None if req.seed is None else req.seed + i, req.stop,
                                         logprobs=req.logprobs, presence_penalty=req.presence_penalty,
-                                        frequency_penalty=req.frequency_penalty),
+                                        frequency_penalty=req.frequency_penalty, **req.sampling_options()),
                           prompt_logprobs=req.logprobs if wants_prompt_logprobs else None)
         for ids in prompts for i in range(req.n)]
     if req.stream:

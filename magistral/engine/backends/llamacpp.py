@@ -113,9 +113,17 @@ class LlamaCppEngine:
 
         if max_tokens <= 0:
             return emit(output("", "length" if p.max_tokens == 0 else "model_length"))
-        tokens = self.llm.generate(request.prompt_ids, temp=p.temperature, top_p=p.top_p, top_k=0, min_p=0.0,
-                                   repeat_penalty=1.0, presence_penalty=p.presence_penalty,
-                                   frequency_penalty=p.frequency_penalty, reset=True)
+        processors = None
+        if p.logit_bias:
+            bias = np.zeros(self.llm.n_vocab(), dtype=np.float32)
+            for token, value in p.logit_bias.items():
+                bias[token] = value
+            from llama_cpp import LogitsProcessorList
+            processors = LogitsProcessorList([lambda _ids, scores: scores + bias])
+        tokens = self.llm.generate(request.prompt_ids, temp=p.temperature, top_p=p.top_p, top_k=p.top_k,
+                                   min_p=p.min_p, repeat_penalty=p.repetition_penalty,
+                                   presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
+                                   logits_processor=processors, reset=True)
         for token in tokens:
             if cancelled.is_set():
                 return
