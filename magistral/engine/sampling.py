@@ -35,13 +35,16 @@ class TokenLogprob:
 
 
 def token_logprobs(logits: torch.Tensor, targets: list[int], k: int) -> list[TokenLogprob]:
-    """logits (T, vocab) predicting targets (T,) → one TokenLogprob per target."""
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    chosen = logprobs.gather(1, torch.tensor(targets).unsqueeze(1)).squeeze(1).tolist()
+    """logits (T, vocab) predicting targets (T,) → one TokenLogprob per target. Reads the logits
+    in place (logit − logsumexp) rather than materialising a second (T, vocab) tensor: scoring
+    prompts hands in hundreds of rows at once."""
+    logits = logits.float()
+    norm = torch.logsumexp(logits, dim=-1, keepdim=True)  # (T, 1)
+    chosen = (logits.gather(1, torch.tensor(targets).unsqueeze(1)) - norm).squeeze(1).tolist()
     if k > 0:
-        values, ids = logprobs.topk(k, dim=-1)
+        values, ids = logits.topk(k, dim=-1)
         tops = [list(zip(row_ids, row_values, strict=True))
-                for row_ids, row_values in zip(ids.tolist(), values.tolist(), strict=True)]
+                for row_ids, row_values in zip(ids.tolist(), (values - norm).tolist(), strict=True)]
     else:
         tops = [[] for _ in targets]
     return [TokenLogprob(t, lp, top) for t, lp, top in zip(targets, chosen, tops, strict=True)]
