@@ -114,6 +114,13 @@ class _Sequence:
         self.prompt_logprobs += token_logprobs(logits[:len(targets)], targets, k)
 
     @property
+    def cacheable(self) -> bool:
+        """Whether the prefix cache serves this prompt: image features are not part of its token
+        key, and a prompt scored for its own logprobs (evaluations) needs every position computed
+        and is rarely asked again."""
+        return not self.request.images and self.request.prompt_logprobs is None
+
+    @property
     def prefilling(self) -> bool:
         """The last prompt token is not prefilled: the first decode step computes it (so a
         prompt gives the same numbers whether its prefix came from the cache or not)."""
@@ -207,8 +214,7 @@ class Engine:
             if seq.cancelled:
                 continue
             self._active.append(seq)
-            # image features are not part of the token key; prompt logprobs need every position
-            if not seq.request.images and seq.request.prompt_logprobs is None:
+            if seq.cacheable:
                 hit = self.prefix_cache.lookup(seq.request.prompt_ids)
                 if hit is not None:
                     length, layers = hit
@@ -254,7 +260,7 @@ class Engine:
             seq.record_prompt_logprobs(logits[0], seq.position)
         seq.position += len(chunk)
         if not seq.prefilling:
-            if not seq.request.images:
+            if seq.cacheable:
                 self.prefix_cache.store(prompt[:seq.position], self.cache, slot)
             self._prefilled(seq)
         return len(chunk)
@@ -285,7 +291,8 @@ class Engine:
             if logits is not None:
                 seq.record_prompt_logprobs(logits[row, :len(prompt) - shared], shared)
             seq.position = len(prompt)
-            self.prefix_cache.store(prompt, self.cache, slot)
+            if seq.cacheable:
+                self.prefix_cache.store(prompt, self.cache, slot)
         for seq in seqs:  # only now: finishing one (max_tokens 0) moves another's slot
             self._prefilled(seq)
         return shared + sum(map(len, rests))
