@@ -11,13 +11,29 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def _lone_surrogate(value: Any) -> bool:
+    """A JSON string escape like "\\ud800" decodes to a lone UTF-16 surrogate, which no tokenizer,
+    database or JSON encoder accepts; find one anywhere in a request body."""
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(_lone_surrogate(k) or _lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_lone_surrogate(v) for v in value)
+    return False
+
+
 class NullIsDefault(_Model):
-    """JSON null for a field that has a non-null default means the default: the official SDKs
-    send null for every parameter a caller passes as None."""
+    """A request body. JSON null for a field that has a non-null default means the default: the
+    official SDKs send null for every parameter a caller passes as None. Strings must be valid
+    Unicode (no lone surrogates)."""
 
     @model_validator(mode="before")
     @classmethod
     def _nulls_to_defaults(cls, data: Any) -> Any:
+        if _lone_surrogate(data):
+            raise ValueError("the request contains a lone UTF-16 surrogate (e.g. \\ud800), which is not "
+                             "valid Unicode text")
         if isinstance(data, dict):
             fields = cls.model_fields
             data = {k: v for k, v in data.items()

@@ -47,12 +47,16 @@ def address_allowed(address: str, allow_private: bool = False) -> bool:
 def check_url(url: str, allow_private: bool = False, resolver: Resolver = system_resolver
               ) -> tuple[str, int, str]:
     """Validate one hop → (host, port, an allowed address to connect to). Opens no connection."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        explicit_port = parts.port  # raises for a port outside 0-65535 or not a number
+    except ValueError as exc:
+        raise FetchError(f"image URL is malformed: {exc}") from exc
     if parts.scheme not in ("http", "https"):
         raise FetchError(f"image URL scheme {parts.scheme or 'none'!r} is not allowed (http, https or data)")
     if not parts.hostname:
         raise FetchError("image URL has no host")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = explicit_port or (443 if parts.scheme == "https" else 80)
     addresses = resolver(parts.hostname, port)
     if not addresses:
         raise FetchError(f"cannot resolve host {parts.hostname!r}")

@@ -132,3 +132,23 @@ def test_oversized_body_is_413(server: Server) -> None:
     status_line, _, rest = reply.decode().partition("\r\n")
     assert " 413 " in status_line
     assert '"type":"invalid_request_error"' in rest and "exceeds" in rest
+
+
+def test_lone_surrogates_are_4xx_not_500(server: Server) -> None:
+    for raw in ('{"model": "magistral-medium-latest", "messages": [{"role": "user", "content": "\\ud800"}]}',
+                '{"model": "\\udfff", "messages": [{"role": "user", "content": "hi"}]}'):
+        assert_error(post(server, content=raw.encode()), 422, "invalid_request_error", "surrogate")
+    body = b'{"model": "mistral-embed", "input": "\\ud83d"}'
+    embed = httpx.post(f"{server.base_url}/v1/embeddings", content=body, timeout=30,
+                       headers={**server.auth(), "Content-Type": "application/json"})
+    assert_error(embed, 422, "invalid_request_error", "surrogate")
+    assert post(server, GOOD).status_code == 200
+
+
+def test_out_of_range_dates_and_seeds_are_4xx(server: Server) -> None:
+    for month in ("9999-12", "0001-01", "2026-13"):
+        response = httpx.get(f"{server.base_url}/v1/usage/invoice", params={"month": month},
+                             headers=server.auth(), timeout=30)
+        assert_error(response, 400, "invalid_request_error", "month")
+    assert_error(post(server, {**GOOD, "random_seed": 2**64}), 422, "invalid_request_error", "random_seed")
+    assert_error(post(server, {**GOOD, "seed": 2**70}), 422, "invalid_request_error", "random_seed")

@@ -137,7 +137,7 @@ def test_model_card_is_truthful(open_server: Server) -> None:
     assert card.capabilities.vision and card.capabilities.reasoning
     assert card.max_context_length == 4096
     models = Mistral(api_key=open_server.key, server_url=open_server.base_url).models.list().data
-    assert sorted(m.id for m in models) == [MODEL, f"{MODEL}-consolidated"]
+    assert sorted(m.id for m in models) == ["all-minilm-l6-v2", MODEL, f"{MODEL}-consolidated"]
 
 
 def test_base64_image_greedy_equals_transformers(open_server: Server, reference_answer) -> None:
@@ -182,6 +182,9 @@ def test_loopback_and_file_urls_are_refused_by_default(guarded_server: Server, i
 
 def test_bad_images_are_4xx(open_server: Server) -> None:
     assert post_image(open_server, "data:image/png;base64,bm90IGFuIGltYWdl").status_code == 400
+    for url in ("http://example.test:99999/cat.png", "http://[::1/cat.png", "http://host:port/x"):
+        response = post_image(open_server, url)  # refused while parsing: nothing is resolved or fetched
+        assert response.status_code == 400 and "malformed" in response.json()["message"], url
     big = Image.new("RGB", (10001, 2))
     buffer = io.BytesIO()
     big.save(buffer, "PNG")

@@ -9,11 +9,11 @@ from typing import Any, Literal
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
 from magistral.api.auth import require_key
 from magistral.api.errors import APIError
+from magistral.api.schemas import NullIsDefault
 from magistral.engine.embedder import InputTooLong
 from magistral.platform.gateway import Platform
 from magistral.platform.keys import KeyInfo
@@ -23,8 +23,7 @@ MAX_INPUTS = 2048  # OpenAI's limit per request
 MAX_REQUEST_TOKENS = 131_072  # bounds one request's work (~1 minute of MiniLM on 2 cores)
 
 
-class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class EmbeddingRequest(NullIsDefault):
     model: str
     input: Any = None  # a string or a list of strings; checked below for clear messages
     inputs: Any = None  # older Mistral clients' name for it

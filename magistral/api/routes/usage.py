@@ -52,9 +52,11 @@ async def invoice(request: Request, month: str | None = None, key: KeyInfo = Dep
     platform: Platform = request.app.state.platform
     month = month or datetime.now(UTC).strftime("%Y-%m")
     try:
-        date.fromisoformat(month + "-01")
+        first = date.fromisoformat(month + "-01")
     except ValueError as exc:
         raise APIError(400, f"Invalid month: {month!r} (expected YYYY-MM)", param="month") from exc
+    if not 2000 <= first.year <= 9998:
+        raise APIError(400, f"Invalid month: {month!r} (years 2000 to 9998)", param="month")
     result = await run_in_threadpool(invoice_for, platform.store, platform.config, key.account_id,
                                      key.account, month)
     return result.as_dict()
