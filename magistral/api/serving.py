@@ -111,10 +111,10 @@ async def generate_all(call: MeteredCall, model: ServedModel, requests: list[Gen
         work.cancel()
         call.abandon(spent(), "error")
         raise
-    failed = any(c.finish_reason == "error" for c in choices)
-    await call.finish(spent(), "error" if failed else choices[0].finish_reason)
-    if failed:
+    if any(c.finish_reason == "error" for c in choices):
+        await call.void("error")  # the client gets no tokens: a retry must not pay twice
         raise APIError(500, "Generation failed inside the engine")
+    await call.finish(spent(), choices[0].finish_reason)
     return choices
 
 
@@ -142,7 +142,11 @@ async def metered_stream(call: MeteredCall, model: ServedModel, request: Generat
                 yield output
     except Exception as exc:  # the stream has started: end it cleanly instead of dropping it
         log.exception("request %s: stream failed", call.id)
-        call.abandon(sent, "error")
+        if sent:
+            call.abandon(sent, "error")  # billed for the tokens the client has
+        else:
+            call.prompt_tokens = 0  # nothing reached the client: nothing is billed
+            call.abandon(0, "error")
         yield GenerationOutput(text="", completion_tokens=sent, finish_reason="error",
                                error=f"{type(exc).__name__}: {exc}")
     finally:

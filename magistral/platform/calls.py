@@ -9,6 +9,9 @@ row. The rule "a client never holds an unbilled token" lives here, not in the ro
   the settled reservation and the metrics;
 - `abandon(tokens, status)` when the request is torn down (client gone, error): the same without
   awaiting, for a task that may be cancelled.
+- `await void(status)` when the request failed before the client received anything it asked
+  for (an engine failure answered with an error): nothing is billed, the prompt included, so a
+  client that retries the failure pays once.
 
 Only the first of `finish`/`abandon` counts; later ones are ignored.
 """
@@ -86,6 +89,13 @@ class MeteredCall:
         cancelled). A no-op after `finish`."""
         if self._close(completion_tokens, status) and self.platform.enabled:
             self.platform.journal.write_nowait(self._row(completion_tokens, status))
+
+    async def void(self, status: str = "error") -> None:
+        """End the call unbilled: its row records the failure with zero tokens."""
+        if self.closed:
+            return
+        self.prompt_tokens = 0
+        await self.finish(0, status)
 
     def _close(self, completion_tokens: int, status: str) -> bool:
         if self.closed:

@@ -140,3 +140,17 @@ def test_several_prompts_reserve_each_and_settle_together(platform: Platform) ->
     assert remaining_tokens(platform, key) == 10_000 - (100 + 2 * 500) - (4000 + 2 * 96)
     asyncio.run(call.finish(40, "stop"))
     assert remaining_tokens(platform, key) == 10_000 - 4140
+
+
+def test_a_void_call_bills_nothing_and_frees_its_reservation(platform: Platform) -> None:
+    key = new_key(platform)
+    call = platform.open_call(key, "m", 300, max_tokens=200, max_context=4096)
+    asyncio.run(call.void("error"))
+    record = row(platform, call.id)
+    assert (record.prompt_tokens, record.completion_tokens, record.status) == (0, 0, "error")
+    assert remaining_tokens(platform, key) == 10_000
+    today = datetime.now(UTC).date()
+    report = usage_report(platform.store, platform.config, key.account_id, today, today, "model")
+    assert report == [{"model": "m", "requests": 1, "prompt_tokens": 0, "completion_tokens": 0,
+                       "total_tokens": 0, "cost_usd": "0.000000"}]
+    asyncio.run(call.void("error"))  # a second end changes nothing
