@@ -118,36 +118,64 @@ async def generate_all(call: MeteredCall, model: ServedModel, requests: list[Gen
     return choices
 
 
+async def metered_streams(call: MeteredCall, model: ServedModel, requests: list[GenerationRequest]
+                          ) -> AsyncIterator[tuple[int, GenerationOutput]]:
+    """The outputs of several generations of one call (its choices), interleaved as they come,
+    as (choice index, output). Each is billed (the call's total so far) before it is yielded,
+    and the one that ends the last open choice is the call's final, durable state. When the
+    engine or the usage journal fails, every open choice gets a last output with finish_reason
+    "error" (and no new text), so the client sees a proper end; the call is billed for the
+    tokens already sent, or nothing if none were. If the consumer stops early (client gone), the
+    generations are cancelled and the call is abandoned with what was generated."""
+    queue: asyncio.Queue[tuple[int, GenerationOutput | Exception]] = asyncio.Queue()
+
+    async def pump(index: int, request: GenerationRequest) -> None:
+        try:
+            async with contextlib.aclosing(model.engine.generate(request)) as outputs:
+                async for output in outputs:
+                    await queue.put((index, output))
+        except Exception as exc:
+            await queue.put((index, exc))
+
+    tokens, ended, statuses = [0] * len(requests), [False] * len(requests), []
+    sent, status = 0, "disconnected"
+    tasks = [asyncio.ensure_future(pump(i, r)) for i, r in enumerate(requests)]
+    try:
+        try:
+            while not all(ended):
+                index, item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                tokens[index] = item.completion_tokens
+                if item.error:
+                    log.error("request %s: engine error: %s", call.id, item.error)
+                if item.finish_reason:
+                    ended[index] = True
+                    statuses.append(item.finish_reason)
+                if all(ended):
+                    status = "error" if "error" in statuses else statuses[0]
+                    await call.finish(sum(tokens), status)
+                else:
+                    await call.checkpoint(sum(tokens))
+                sent = sum(tokens)
+                yield index, item
+        except Exception as exc:  # the stream has started: end it cleanly instead of dropping it
+            log.exception("request %s: stream failed", call.id)
+            if not sent:
+                call.prompt_tokens = 0  # nothing reached the client: nothing is billed
+            call.abandon(sent, "error")  # else billed for the tokens the client has
+            for index in (i for i, done in enumerate(ended) if not done):
+                yield index, GenerationOutput(text="", completion_tokens=tokens[index], finish_reason="error",
+                                              error=f"{type(exc).__name__}: {exc}")
+    finally:
+        for task in tasks:
+            task.cancel()
+        call.abandon(sum(tokens), status)
+
+
 async def metered_stream(call: MeteredCall, model: ServedModel, request: GenerationRequest
                          ) -> AsyncIterator[GenerationOutput]:
-    """The engine's outputs, each billed before it is yielded; the last one (with a
-    finish_reason) is the call's final, durable state. When the engine or the usage journal
-    fails mid-stream, a last output with finish_reason "error" (and no new text) is yielded, so
-    the client gets a proper end; the call is billed for the tokens already sent. If the
-    consumer stops early (client gone) the call is abandoned with what was generated."""
-    tokens, sent, status = 0, 0, "disconnected"
-    try:
-        generation = model.engine.generate(request)
-        async with contextlib.aclosing(generation) as outputs:
-            async for output in outputs:
-                tokens = output.completion_tokens
-                if output.error:
-                    log.error("request %s: engine error: %s", call.id, output.error)
-                if output.finish_reason:
-                    status = output.finish_reason
-                    await call.finish(tokens, status)
-                else:
-                    await call.checkpoint(tokens)
-                sent = tokens
-                yield output
-    except Exception as exc:  # the stream has started: end it cleanly instead of dropping it
-        log.exception("request %s: stream failed", call.id)
-        if sent:
-            call.abandon(sent, "error")  # billed for the tokens the client has
-        else:
-            call.prompt_tokens = 0  # nothing reached the client: nothing is billed
-            call.abandon(0, "error")
-        yield GenerationOutput(text="", completion_tokens=sent, finish_reason="error",
-                               error=f"{type(exc).__name__}: {exc}")
-    finally:
-        call.abandon(tokens, status)
+    """`metered_streams` for a call with a single choice."""
+    async with contextlib.aclosing(metered_streams(call, model, [request])) as outputs:
+        async for _, output in outputs:
+            yield output

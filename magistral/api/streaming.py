@@ -16,8 +16,8 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def chunk(request_id: str, created: int, model: str, delta: dict[str, Any],
           finish_reason: str | None = None, usage: dict[str, int] | None = None,
-          logprobs: dict[str, Any] | None = None) -> bytes:
-    choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+          logprobs: dict[str, Any] | None = None, index: int = 0) -> bytes:
+    choice: dict[str, Any] = {"index": index, "delta": delta, "finish_reason": finish_reason}
     if logprobs is not None:
         choice["logprobs"] = logprobs
     body: dict[str, Any] = {

@@ -48,5 +48,3 @@ def check_capabilities(req: ChatCompletionRequest, model: ServedModel) -> None:
     if req.response_format and req.response_format.type != "text":
         raise APIError(400, f"response_format '{req.response_format.type}' is not supported by "
                        f"model '{model.id}' yet", param="response_format")
-    if req.n > 1 and req.stream:
-        raise APIError(400, "n > 1 is not supported with stream: true", param="n")

@@ -140,3 +140,20 @@ def test_cors_only_for_the_configured_origins(cors_server: Server, server: Serve
     assert "access-control-allow-origin" not in other.headers
     default = httpx.options(f"{server.base_url}/v1/chat/completions", headers=preflight, timeout=30)
     assert "access-control-allow-origin" not in default.headers
+
+
+def test_n_choices_stream_with_both_sdks(openai_client, mistral, server: Server) -> None:
+    events = list(openai_client.chat.completions.create(model=MODEL, messages=HELLO, n=3, max_tokens=6,
+                                                        temperature=0.9, seed=11, stream=True))
+    texts = ["", "", ""]
+    for event in events:
+        for choice in event.choices:
+            texts[choice.index] += choice.delta.content or ""
+    whole = openai_client.chat.completions.create(model=MODEL, messages=HELLO, n=3, max_tokens=6,
+                                                  temperature=0.9, seed=11)
+    assert texts == [c.message.content for c in whole.choices]  # seeded per choice: the same texts
+    usage = [e.usage for e in events if e.usage]
+    assert len(usage) == 1 and usage[0].completion_tokens == whole.usage.completion_tokens
+    streamed = list(mistral.chat.stream(model=MODEL, messages=HELLO, n=2, max_tokens=4, temperature=0))
+    assert sorted({c.index for e in streamed for c in e.data.choices}) == [0, 1]
+    assert sum(1 for e in streamed for c in e.data.choices if c.finish_reason) == 2

@@ -121,7 +121,6 @@ def test_token_id_prompts_like_lm_evaluation_harness(server: Server, tokenizer: 
     ({"prompt": "hi", "logprobs": 50}, 422, "logprobs"),
     ({"prompt": "hi", "suffix": "there"}, 400, "fill-in-the-middle"),
     ({"prompt": "hi", "best_of": 3}, 400, "best_of"),
-    ({"prompt": ["a", "b"], "stream": True}, 400, "stream"),
     ({"prompt": "hi", "model": "all-minilm-l6-v2"}, 400, "embeddings"),
     ({"prompt": "hi", "model": "nope"}, 404, "not found"),
 ])
@@ -137,3 +136,20 @@ def test_nulls_from_sdks_mean_defaults(server: Server) -> None:
     body = {"model": MODEL, "prompt": "Hi", "max_tokens": 2, "n": None, "top_p": None, "stream": None,
             "echo": None, "presence_penalty": None, "temperature": None}
     assert server.post("/v1/completions", body).status_code == 200
+
+
+def test_several_prompts_stream_interleaved_by_index(openai_client) -> None:
+    prompts = ["1, 2, 3,", "The capital of France is"]
+    whole = openai_client.completions.create(model=MODEL, prompt=prompts, n=2, max_tokens=5, temperature=0)
+    chunks = list(openai_client.completions.create(model=MODEL, prompt=prompts, n=2, max_tokens=5,
+                                                   temperature=0, stream=True))
+    texts, finishes = ["", "", "", ""], [None] * 4
+    for c in chunks:
+        choice = c.choices[0]
+        texts[choice.index] += choice.text
+        finishes[choice.index] = choice.finish_reason or finishes[choice.index]
+    assert texts == [c.text for c in whole.choices]  # greedy: the same four texts either way
+    assert finishes == [c.finish_reason for c in whole.choices]
+    with_usage = [c for c in chunks if c.usage]
+    assert len(with_usage) == 1 and with_usage[0] is chunks[-1]
+    assert with_usage[0].usage.completion_tokens == whole.usage.completion_tokens

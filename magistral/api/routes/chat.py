@@ -20,7 +20,7 @@ from magistral.api.serving import (
     check_sampling_options,
     find_model,
     generate_all,
-    metered_stream,
+    metered_streams,
     sampling,
 )
 from magistral.api.streaming import DONE, SSE_HEADERS, chunk
@@ -91,13 +91,13 @@ async def chat_completions(req: ChatCompletionRequest, request: Request,
     platform: Platform = request.app.state.platform
     call = platform.open_call(key, model.id, len(prompt.ids), max_tokens=req.max_tokens, n=req.n,
                               max_context=model.max_context_length)
-    if req.stream:
-        generation = GenerationRequest(prompt.ids, _sampling(req, model, req.random_seed), prompt.images)
-        return StreamingResponse(_stream(call, model, generation, req.logprobs),
-                                 media_type="text/event-stream", headers={**SSE_HEADERS, **call.headers})
     seeds = [None if req.random_seed is None else req.random_seed + i for i in range(req.n)]
-    choices = await generate_all(call, model, [
-        GenerationRequest(prompt.ids, _sampling(req, model, seed), prompt.images) for seed in seeds], request)
+    generations = [GenerationRequest(prompt.ids, _sampling(req, model, seed), prompt.images)
+                   for seed in seeds]
+    if req.stream:
+        return StreamingResponse(_stream(call, model, generations, req.logprobs),
+                                 media_type="text/event-stream", headers={**SSE_HEADERS, **call.headers})
+    choices = await generate_all(call, model, generations, request)
     return JSONResponse(headers=call.headers, content={
         "id": call.id, "object": "chat.completion", "created": call.created, "model": model.id,
         "usage": call.usage(sum(c.completion_tokens for c in choices)),
@@ -108,12 +108,18 @@ async def chat_completions(req: ChatCompletionRequest, request: Request,
     })
 
 
-async def _stream(call: MeteredCall, model: ServedModel, generation: GenerationRequest, logprobs: bool
+async def _stream(call: MeteredCall, model: ServedModel, generations: list[GenerationRequest], logprobs: bool
                   ) -> AsyncIterator[bytes]:
-    splitter = ReasoningSplitter() if model.reasoning else None  # others' text is text, <think> too
-    yield chunk(call.id, call.created, model.id, {"role": "assistant", "content": ""})
-    async with contextlib.aclosing(metered_stream(call, model, generation)) as outputs:
-        async for output in outputs:  # each billed before it is sent
+    """Chunks of every choice, interleaved by `index`; usage rides on the very last one."""
+    # other models' text is text, <think> included
+    splitters = [ReasoningSplitter() if model.reasoning else None for _ in generations]
+    tokens, open_choices = [0] * len(generations), len(generations)
+    for index in range(len(generations)):
+        yield chunk(call.id, call.created, model.id, {"role": "assistant", "content": ""}, index=index)
+    async with contextlib.aclosing(metered_streams(call, model, generations)) as outputs:
+        async for index, output in outputs:  # each billed before it is sent
+            tokens[index] = output.completion_tokens
+            splitter = splitters[index]
             if splitter is None:
                 segments = [Segment("text", output.text)] if output.text else []
             else:
@@ -125,8 +131,10 @@ async def _stream(call: MeteredCall, model: ServedModel, generation: GenerationR
                 segments = [Segment("text", "")]
             for i, seg in enumerate(segments):  # an output's logprobs ride on its first piece
                 yield chunk(call.id, call.created, model.id, segment_delta(seg),
-                            logprobs=entries if i == 0 else None)
+                            logprobs=entries if i == 0 else None, index=index)
             if output.finish_reason:
-                yield chunk(call.id, call.created, model.id, {"content": ""},
-                            finish_reason=output.finish_reason, usage=call.usage(output.completion_tokens))
+                open_choices -= 1
+                usage = call.usage(sum(tokens)) if not open_choices else None  # on the very last chunk
+                yield chunk(call.id, call.created, model.id, {"content": ""}, index=index,
+                            finish_reason=output.finish_reason, usage=usage)
     yield DONE

@@ -23,7 +23,7 @@ from magistral.api.serving import (
     check_sampling_options,
     find_model,
     generate_all,
-    metered_stream,
+    metered_streams,
     sampling,
 )
 from magistral.api.streaming import DONE, SSE_HEADERS, sse
@@ -103,9 +103,6 @@ async def completions(req: CompletionRequest, request: Request, key: KeyInfo = D
         raise APIError(400, f"Model '{model.id}' has no fill-in-the-middle tokens: suffix is not supported",
                        param="suffix")
     prompts = await _prompts(req, model)
-    if req.stream and len(prompts) * req.n > 1:
-        raise APIError(400, "stream supports one prompt and n=1; send several requests instead",
-                       param="stream")
     platform: Platform = request.app.state.platform
     call = platform.open_call(key, model.id, [len(p) for p in prompts], max_tokens=req.max_tokens, n=req.n,
                               max_context=model.max_context_length)
@@ -118,7 +115,7 @@ async def completions(req: CompletionRequest, request: Request, key: KeyInfo = D
                           prompt_logprobs=req.logprobs if wants_prompt_logprobs else None)
         for ids in prompts for i in range(req.n)]
     if req.stream:
-        return StreamingResponse(_stream(call, model, generations[0], req), media_type="text/event-stream",
+        return StreamingResponse(_stream(call, model, generations, req), media_type="text/event-stream",
                                  headers={**SSE_HEADERS, **call.headers})
     choices = await generate_all(call, model, generations, request)
     return JSONResponse(headers=call.headers, content={
@@ -167,31 +164,37 @@ def logprob_block(model: ServedModel, prompt: list[int] | None,
     return block
 
 
-async def _stream(call: MeteredCall, model: ServedModel, generation: GenerationRequest, req: CompletionRequest
-                  ) -> AsyncIterator[bytes]:
-    def event(text: str, logprobs: Any, finish_reason: str | None, usage: dict | None = None) -> bytes:
+async def _stream(call: MeteredCall, model: ServedModel, generations: list[GenerationRequest],
+                  req: CompletionRequest) -> AsyncIterator[bytes]:
+    """text_completion chunks of every choice, interleaved by `index`; usage on the very last."""
+    def event(index: int, text: str, logprobs: Any, finish_reason: str | None, usage: dict | None = None
+              ) -> bytes:
         body: dict[str, Any] = {
             "id": call.id, "object": "text_completion", "created": call.created, "model": model.id,
-            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]}
+            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}]}
         if usage is not None:
             body["usage"] = usage
         return sse(body)
 
-    first, offset = True, 0
-    async with contextlib.aclosing(metered_stream(call, model, generation)) as outputs:
-        async for output in outputs:  # each billed before it is sent
+    started, offsets = [False] * len(generations), [0] * len(generations)
+    tokens, open_choices = [0] * len(generations), len(generations)
+    async with contextlib.aclosing(metered_streams(call, model, generations)) as outputs:
+        async for index, output in outputs:  # each billed before it is sent
+            tokens[index] = output.completion_tokens
             text, echo_prompt = output.text, None
-            if first and req.echo:
-                text = model.tokenizer.decode(generation.prompt_ids) + text
-                echo_prompt = generation.prompt_ids
-            first = False
+            if req.echo and not started[index]:
+                prompt = generations[index].prompt_ids
+                text, echo_prompt = model.tokenizer.decode(prompt) + text, prompt
+            started[index] = True
             logprobs = None
             if req.logprobs is not None:
-                logprobs = logprob_block(model, echo_prompt, output.prompt_logprobs, output.logprobs, offset)
-                offset += len(text)
+                logprobs = logprob_block(model, echo_prompt, output.prompt_logprobs, output.logprobs,
+                                         offsets[index])
+                offsets[index] += len(text)
             if text or logprobs:
-                yield event(text, logprobs, None)
+                yield event(index, text, logprobs, None)
             if output.finish_reason:
-                yield event("", None, _finish_reason(output.finish_reason),
-                            usage=call.usage(output.completion_tokens))
+                open_choices -= 1
+                yield event(index, "", None, _finish_reason(output.finish_reason),
+                            usage=call.usage(sum(tokens)) if not open_choices else None)
     yield DONE
