@@ -3,12 +3,13 @@
 Each option is scored as a continuation of the question: the prompt's own token logprobs come
 back with `echo: true, logprobs: 0, max_tokens: 0` (prefill only, nothing generated), and the
 option's log-probability is the sum over its tokens. The model picks the option with the highest
-score under one of three normalisations (all three are reported):
+score under one of four normalisations (all are reported):
 
-- `sum`: the summed log-probability (lm-evaluation-harness `acc`);
-- `token`: divided by the option's token count;
-- `char`: divided by its character count without the leading space — lighteval's
-  `LogProbCharNorm(ignore_first_space=True)`, the `acc_norm` that SmolLM2's authors report.
+- `char`: divided by the option's character count, its leading space included — lighteval's
+  `LogProbCharNorm()`, the `acc_norm` of the tasks SmolLM2's authors evaluate with;
+- `char_nospace`: the same without the leading space (`LogProbCharNorm(ignore_first_space=True)`);
+- `token`: divided by the option's token count (lighteval's `LogProbTokenNorm()`);
+- `sum`: the summed log-probability (lm-evaluation-harness `acc`).
 
 This is the formulation base models are evaluated with; it needs no answer extraction.
 """
@@ -26,7 +27,7 @@ from magistral.client import Client
 from magistral.evals.base import ResponseCache, Result, Settings, TaskReport
 from magistral.evals.choices import LETTERS
 
-NORMALISATIONS = ("char", "token", "sum")
+NORMALISATIONS = ("char", "char_nospace", "token", "sum")
 PRIMARY = "char"
 
 
@@ -57,14 +58,18 @@ def option_scores(client: Client, model: str, item: ClozeItem) -> list[dict[str,
     return scores
 
 
-def pick(scores: list[dict[str, float]], normalisation: str) -> int:
-    def value(s: dict[str, float]) -> float:
+def pick(scores: list[dict[str, float]], options: list[str], normalisation: str) -> int:
+    """The index of the option with the best score under `normalisation`."""
+    def value(i: int) -> float:
+        logprob = scores[i]["logprob"]
         if normalisation == "char":
-            return s["logprob"] / max(1, s["chars"])
+            return logprob / max(1, len(options[i]))
+        if normalisation == "char_nospace":
+            return logprob / max(1, len(options[i].lstrip(" ")))
         if normalisation == "token":
-            return s["logprob"] / max(1, s["tokens"])
-        return s["logprob"]
-    return max(range(len(scores)), key=lambda i: value(scores[i]))
+            return logprob / max(1, scores[i]["tokens"])
+        return logprob
+    return max(range(len(scores)), key=value)
 
 
 def mmlu_cloze_items(data_dir: Path, limit: int | None) -> list[ClozeItem]:
@@ -119,7 +124,7 @@ def run_cloze(name: str, client: Client, settings: Settings, data_dir: Path, run
     for item in items:
         row = cache.done[item.id]
         for normalisation in NORMALISATIONS:
-            chosen = None if row.get("error") else pick(row["scores"], normalisation)
+            chosen = None if row.get("error") else pick(row["scores"], item.options, normalisation)
             by_normalisation[normalisation].append(Result(
                 id=item.id, group=item.group, gold=LETTERS[item.gold],
                 answer=None if chosen is None else LETTERS[chosen], correct=chosen == item.gold,
@@ -135,5 +140,6 @@ def run_cloze(name: str, client: Client, settings: Settings, data_dir: Path, run
 def _formulation() -> str:
     return ("cloze, 0-shot: 'Question: <question>\\nAnswer:' + ' <option>', options scored by their "
             "log-probability through /v1/completions (echo + logprobs); the accuracy is under "
-            f"normalisation '{PRIMARY}' (per character, lighteval's acc_norm), the others are "
-            "in accuracy_sum / accuracy_token")
+            f"normalisation '{PRIMARY}' (per character, leading space included: lighteval's "
+            "LogProbCharNorm, the acc_norm of SmolLM2's evaluation), the others are in "
+            "accuracy_char_nospace / accuracy_token / accuracy_sum")

@@ -30,7 +30,12 @@ def test_option_scores_are_the_options_token_logprobs(server: Server) -> None:
         assert score["tokens"] == len(full) - len(context)
         assert score["logprob"] == pytest.approx(sum(logprobs[len(context):]), abs=1e-4)
         assert score["chars"] == len(option) - 1
-    assert pick(scores, "sum") == 0  # the plain answer is far more likely than the long wrong one
+    assert pick(scores, item.options, "sum") == 0  # the plain answer is far likelier than the long one
+    long_shot = [{"logprob": -4.0, "tokens": 1}, {"logprob": -9.0, "tokens": 2}]
+    assert pick(long_shot, [" ab", " abcdefgh"], "sum") == 0
+    assert pick(long_shot, [" ab", " abcdefgh"], "char") == 1  # -9/9 beats -4/3
+    assert pick(long_shot, [" ab", " abcdefgh"], "char_nospace") == 1  # -9/8 beats -4/2
+    assert pick(long_shot, [" ab", " abcdefgh"], "token") == 0  # -4 per token beats -4.5
 
 
 @pytest.mark.skipif(not (DATA / "mmlu").is_dir(), reason="../shared/data is not here")
@@ -45,5 +50,5 @@ def test_eval_cli_runs_mmlu_cloze(server: Server, tmp_path: Path) -> None:
     settings = task["settings"]
     assert "cloze" in settings["formulation"] and settings["wall_time_s"] > 0
     assert settings["accuracy_char"] == task["accuracy"]
-    assert {"accuracy_sum", "accuracy_token"} <= set(settings)
+    assert {"accuracy_sum", "accuracy_token", "accuracy_char_nospace"} <= set(settings)
     assert "| mmlu_cloze |" in (out / "report.md").read_text()
