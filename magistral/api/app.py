@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from magistral import __version__
 from magistral.api.auth import require_admin
@@ -23,21 +23,50 @@ RATE_LIMIT_HEADERS = [f"x-ratelimit-{kind}-{what}-minute" for kind in ("limit", 
 MAX_BODY_BYTES = 128 * 1024 * 1024  # 8 images of 10 MB, base64-encoded, fit with room to spare
 
 
+class _BodyTooLarge(BaseException):  # not Exception: FastAPI turns those into a 400 while reading
+    pass
+
+
 class BodySizeLimit:
-    """413 for a body announced larger than the limit, before any of it is read. Plain ASGI
-    (not BaseHTTPMiddleware), so handlers still see a client that hangs up."""
+    """413 for a body larger than the limit: at once when Content-Length announces it, else as
+    soon as the bytes actually received pass it (chunked bodies, lying lengths), so no more of it
+    is read or buffered. Plain ASGI (not BaseHTTPMiddleware), so handlers still see a client that
+    hangs up."""
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
 
+    def _refusal(self, size: str) -> Response:
+        return error_response(APIError(413, f"Request body of {size} bytes exceeds the limit of "
+                                            f"{self.max_bytes} bytes"))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"")
-            if length.isdigit() and int(length) > self.max_bytes:
-                response = error_response(APIError(
-                    413, f"Request body of {int(length)} bytes exceeds the limit of {self.max_bytes} bytes"))
-                return await response(scope, receive, send)
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await self._refusal(str(int(length)))(scope, receive, send)
+        received, started = 0, False
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counted_receive, tracked_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._refusal(f"more than {self.max_bytes}")(scope, receive, send)
 
 
 def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImagePolicy | None = None,

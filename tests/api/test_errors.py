@@ -152,3 +152,31 @@ def test_out_of_range_dates_and_seeds_are_4xx(server: Server) -> None:
         assert_error(response, 400, "invalid_request_error", "month")
     assert_error(post(server, {**GOOD, "random_seed": 2**64}), 422, "invalid_request_error", "random_seed")
     assert_error(post(server, {**GOOD, "seed": 2**70}), 422, "invalid_request_error", "random_seed")
+
+
+def test_chunked_body_over_the_limit_is_413_once_the_limit_is_read(server: Server) -> None:
+    """No Content-Length to judge by: the bytes actually received count, and reading stops there."""
+    import select
+    import socket
+    host, port = server.base_url.removeprefix("http://").split(":")
+    piece = b"x" * (1 << 20)
+    reply = b""
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+                      f"Authorization: Bearer {server.key}\r\nContent-Type: application/json\r\n"
+                      "Transfer-Encoding: chunked\r\n\r\n").encode())
+        try:
+            for _ in range(200):  # 200 MiB, well past the 128 MiB limit
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                if select.select([sock], [], [], 0)[0]:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading and closed: its answer is already there
+        while b"exceeds" not in reply:
+            data = sock.recv(65536)
+            if not data:
+                break
+            reply += data
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert b"exceeds the limit" in reply
+    assert server.health()["status"] == "ok"
