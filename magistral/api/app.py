@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from magistral import __version__
-from magistral.api.auth import require_admin
+from magistral.api.auth import AuthenticateBeforeBody, require_admin
 from magistral.api.errors import APIError, error_response, install_error_handlers
 from magistral.api.routes import chat, completions, embeddings, fim, models, tokenize, usage
 from magistral.chat.images import ImagePolicy
@@ -87,6 +87,7 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
     install_error_handlers(app)
 
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(AuthenticateBeforeBody)  # outermost: no key, no body read
     if cors_origins:  # browser apps on these origins may call the API with their users' keys
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"], max_age=600,

@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from magistral.api.errors import APIError
+from magistral.api.errors import APIError, error_response
 from magistral.platform.gateway import AccessDenied, Platform
 from magistral.platform.keys import KeyInfo
 
@@ -21,6 +22,9 @@ async def require_key(request: Request) -> KeyInfo:
     platform: Platform = request.app.state.platform
     if not platform.enabled:
         return ANONYMOUS
+    checked = getattr(request.state, "key", None)  # by AuthenticateBeforeBody
+    if checked is not None:
+        return checked
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
@@ -36,3 +40,21 @@ async def require_admin(request: Request) -> KeyInfo:
     if request.app.state.platform.enabled and not key.is_admin:
         raise APIError(403, "Forbidden: this route needs an admin key (magistral keys create --admin)")
     return key
+
+
+class AuthenticateBeforeBody:
+    """Every POST (all of them carry a body and need a key) is authenticated from its headers
+    before a byte of its body is read: a caller without a valid key cannot make the server read,
+    buffer or parse anything. The key found is handed to `require_key` in the request state."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            try:
+                key = await require_key(Request(scope))
+            except APIError as err:
+                return await error_response(err)(scope, receive, send)
+            scope.setdefault("state", {})["key"] = key
+        await self.app(scope, receive, send)
