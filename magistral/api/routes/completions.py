@@ -73,7 +73,7 @@ async def _prompts(req: CompletionRequest, model: ServedModel) -> list[list[int]
         raw = [raw]  # type: ignore[list-item]
     if len(raw) > MAX_PROMPTS:
         raise APIError(400, f"{len(raw)} prompts in one request; the limit is {MAX_PROMPTS}", param="prompt")
-    vocab = model.engine.model.args.vocab_size if hasattr(model.engine, "model") else None
+    vocab = model.tokenizer.vocab_size
     prompts = []
     for item in raw:
         if isinstance(item, str):
@@ -85,7 +85,7 @@ async def _prompts(req: CompletionRequest, model: ServedModel) -> list[list[int]
             if req.suffix is not None:
                 raise APIError(400, "suffix needs text prompts", param="suffix")
             ids = list(item)  # type: ignore[arg-type]
-            if vocab is not None and any(not 0 <= i < vocab for i in ids):
+            if any(not 0 <= i < vocab for i in ids):
                 raise APIError(400, f"prompt has token ids outside the vocabulary [0, {vocab})",
                                param="prompt")
         check_prompt(model, ids)
