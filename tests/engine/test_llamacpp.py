@@ -58,3 +58,16 @@ def test_scoring_only_and_generation_after_scoring(llamacpp_server: Server) -> N
     scored = llamacpp_server.post("/v1/completions", {"model": MODEL, "prompt": "1, 2, 3,", "max_tokens": 4,
                                                       "temperature": 0, "echo": True, "logprobs": 1}).json()
     assert scored["choices"][0]["text"] == "1, 2, 3," + plain
+
+
+def test_sampling_options_act_in_llama_cpp(llamacpp_server: Server, tokenizer: GGUFTokenizer) -> None:
+    def complete(**extra) -> str:
+        body = {"model": MODEL, "prompt": "My favourite fruit is", "max_tokens": 3, **extra}
+        response = llamacpp_server.post("/v1/completions", body)
+        assert response.status_code == 200, response.text
+        return response.json()["choices"][0]["text"]
+
+    greedy = complete(temperature=0)
+    assert complete(temperature=1.0, top_k=1, seed=3) == greedy
+    [banana] = tokenizer.encode(" banana")
+    assert complete(temperature=0, max_tokens=1, logit_bias={str(banana): 100}) == " banana"
