@@ -77,7 +77,9 @@ def test_dashboard_shows_the_usage_of_the_signed_in_account(browser, server: Ser
                                  server.database_url).stdout.splitlines()[1:])
     cli("keys", "revoke", key_id.split()[0], "--database-url", server.database_url)
     page = sign_in(browser, server, key)
-    page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=15_000)
+    # a selector, not wait_for_function: the page's CSP forbids the eval that a string predicate
+    # needs when it is not already true on its first check (a loaded machine)
+    page.wait_for_selector("#error:not(:empty)", timeout=15_000)
     assert "invalid or revoked" in page.text_content("#error")
     assert page.is_hidden("#app")
     page.close()
