@@ -28,7 +28,10 @@ def test_option_scores_are_the_options_token_logprobs(server: Server) -> None:
                 "logprobs": 0}
         logprobs = server.post("/v1/completions", body).json()["choices"][0]["logprobs"]["token_logprobs"]
         assert score["tokens"] == len(full) - len(context)
-        assert score["logprob"] == pytest.approx(sum(logprobs[len(context):]), abs=1e-4)
+        # the default server prefills in bf16, whose sums shift with the batch (both options in one
+        # request here, one there); exact fp32 equality is test_completions' job. A wrong slice of
+        # tokens would be off by whole nats.
+        assert score["logprob"] == pytest.approx(sum(logprobs[len(context):]), abs=0.05)
         assert score["chars"] == len(option) - 1
     assert pick(scores, item.options, "sum") == 0  # the plain answer is far likelier than the long one
     long_shot = [{"logprob": -4.0, "tokens": 1}, {"logprob": -9.0, "tokens": 2}]
