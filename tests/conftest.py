@@ -122,6 +122,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
+def fp32_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The default model unquantized (fp32): its logprobs match a forward pass whatever the batch."""
+    srv = start_server(tmp_path_factory.mktemp("fp32"), "--quantize", "none", "--no-embedding-model")
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="session")
 def mistral(server: Server):
     """The official mistralai SDK pointed at the shared server."""
     from mistralai.client import Mistral

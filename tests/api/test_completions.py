@@ -4,25 +4,15 @@ n, lm-evaluation-harness's request shape, and bad input."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from magistral.chat.tokenizer import GGUFTokenizer
 from magistral.model.load import LoadedModel
-from tests.conftest import Server, start_server, stop_server
+from tests.conftest import Server
 
 MODEL = "magistral-medium-latest"
 PROMPT = "The capital of France is"
-
-
-@pytest.fixture(scope="module")
-def fp32_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """The default model unquantized (fp32), so its logprobs can be compared with a forward pass."""
-    srv = start_server(tmp_path_factory.mktemp("fp32"), "--quantize", "none", "--no-embedding-model")
-    yield srv
-    stop_server(srv)
 
 
 def test_openai_completions_create(openai_client) -> None:

@@ -15,7 +15,8 @@ from tests.conftest import Server, cli
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-def test_option_scores_are_the_options_token_logprobs(server: Server) -> None:
+def test_option_scores_are_the_options_token_logprobs(fp32_server: Server) -> None:
+    server = fp32_server  # fp32: the same numbers whether the options come together or alone
     item = ClozeItem(id="x", group="g", context="Question: What color is the sky on a clear day?\nAnswer:",
                      options=[" blue", " green with purple stripes"], gold=0)
     with Client(server.base_url, server.key) as client:
@@ -28,10 +29,7 @@ def test_option_scores_are_the_options_token_logprobs(server: Server) -> None:
                 "logprobs": 0}
         logprobs = server.post("/v1/completions", body).json()["choices"][0]["logprobs"]["token_logprobs"]
         assert score["tokens"] == len(full) - len(context)
-        # the default server prefills in bf16, whose sums shift with the batch (both options in one
-        # request here, one there); exact fp32 equality is test_completions' job. A wrong slice of
-        # tokens would be off by whole nats.
-        assert score["logprob"] == pytest.approx(sum(logprobs[len(context):]), abs=0.05)
+        assert score["logprob"] == pytest.approx(sum(logprobs[len(context):]), abs=1e-4)
         assert score["chars"] == len(option) - 1
     assert pick(scores, item.options, "sum") == 0  # the plain answer is far likelier than the long one
     long_shot = [{"logprob": -4.0, "tokens": 1}, {"logprob": -9.0, "tokens": 2}]
