@@ -114,34 +114,45 @@ class ResponseCache:
             self.done[row["id"]] = row
 
 
-def run_task(task: Task, client: Client, settings: Settings, data_dir: Path, run_dir: Path,
-             progress: Callable[[int, int], None] | None = None) -> TaskReport:
-    items = task.items(data_dir, settings.limit)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cache = ResponseCache(run_dir / f"{task.name}.responses.jsonl")
+def ask_all(items: list[Any], cache: ResponseCache, answer: Callable[[Any], dict[str, Any]],
+            concurrency: int, progress: Callable[[int, int], None] | None = None) -> None:
+    """Ask every item the cache lacks, `concurrency` at a time; each answer (a dict) is cached as
+    it arrives. A failed request is cached as an error row: scored wrong, asked again next run."""
     todo = [item for item in items if item.id not in cache.done]
     finished = [len(items) - len(todo)]
 
-    def ask(item: Item) -> None:
+    def ask(item: Any) -> None:
         try:
-            response = client.chat.complete(model=settings.model, messages=item.messages,
-                                            **settings.request())
-            cache.add({"id": item.id, "text": response.text, "thinking": response.thinking,
-                       "usage": response.usage})
-        except Exception as exc:  # recorded, scored wrong, retried on the next run
-            cache.add({"id": item.id, "text": "", "thinking": "", "error": f"{type(exc).__name__}: {exc}"})
+            row = {"id": item.id, **answer(item)}
+        except Exception as exc:
+            row = {"id": item.id, "error": f"{type(exc).__name__}: {exc}"}
+        cache.add(row)
         with cache._lock:
             finished[0] += 1
             if progress:
                 progress(finished[0], len(items))
 
+    with ThreadPoolExecutor(max(1, concurrency)) as pool:
+        list(pool.map(ask, todo))
+
+
+def run_task(task: Task, client: Client, settings: Settings, data_dir: Path, run_dir: Path,
+             progress: Callable[[int, int], None] | None = None) -> TaskReport:
+    items = task.items(data_dir, settings.limit)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache = ResponseCache(run_dir / f"{task.name}.responses.jsonl")
+
+    def answer(item: Item) -> dict[str, Any]:
+        response = client.chat.complete(model=settings.model, messages=item.messages, **settings.request())
+        return {"text": response.text, "thinking": response.thinking, "usage": response.usage}
+
     def score(item: Item) -> Result:
         row = cache.done[item.id]
         answer, correct = task.score(item, row["text"]) if not row.get("error") else (None, False)
         return Result(id=item.id, group=item.group, gold=item.gold, answer=answer, correct=correct,
-                      text=row["text"], thinking=row.get("thinking", ""), error=row.get("error"))
+                      text=row.get("text", ""), thinking=row.get("thinking", ""), error=row.get("error"))
 
+    ask_all(items, cache, answer, settings.concurrency, progress)
     with ThreadPoolExecutor(max(1, settings.concurrency)) as pool:
-        list(pool.map(ask, todo))
         results = list(pool.map(score, items))  # HumanEval runs code here, so in parallel too
     return TaskReport(task=task.name, settings=asdict(settings), results=results)

@@ -19,12 +19,11 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from magistral.client import Client
-from magistral.evals.base import ResponseCache, Result, Settings, TaskReport
+from magistral.evals.base import ResponseCache, Result, Settings, TaskReport, ask_all
 from magistral.evals.choices import LETTERS
 
 NORMALISATIONS = ("char", "char_nospace", "token", "sum")
@@ -104,22 +103,8 @@ def run_cloze(name: str, client: Client, settings: Settings, data_dir: Path, run
     items = make_items(data_dir, settings.limit)
     run_dir.mkdir(parents=True, exist_ok=True)
     cache = ResponseCache(run_dir / f"{name}.responses.jsonl")
-    todo = [item for item in items if item.id not in cache.done]
-    finished = [len(items) - len(todo)]
-
-    def ask(item: ClozeItem) -> None:
-        try:
-            row = {"id": item.id, "scores": option_scores(client, settings.model, item)}
-        except Exception as exc:  # recorded, scored wrong, retried on the next run
-            row = {"id": item.id, "error": f"{type(exc).__name__}: {exc}"}
-        cache.add(row)
-        with cache._lock:
-            finished[0] += 1
-            if progress:
-                progress(finished[0], len(items))
-
-    with ThreadPoolExecutor(max(1, settings.concurrency)) as pool:
-        list(pool.map(ask, todo))
+    ask_all(items, cache, lambda item: {"scores": option_scores(client, settings.model, item)},
+            settings.concurrency, progress)
     by_normalisation: dict[str, list[Result]] = {n: [] for n in NORMALISATIONS}
     for item in items:
         row = cache.done[item.id]
