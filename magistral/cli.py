@@ -40,7 +40,8 @@ def _serve(args: argparse.Namespace) -> int:
         embedders = []
     policy = ImagePolicy(allow_private_hosts=args.allow_private_image_hosts)
     registry = ModelRegistry(models, embedders)
-    app = create_app(registry, platform, policy, cors_origins=args.cors_origin)
+    app = create_app(registry, platform, policy, cors_origins=args.cors_origin,
+                     reasoning_output=args.reasoning_output)
     print(f"magistral: serving {', '.join(m.id for m in registry.everything)} on "
           f"http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
@@ -220,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--cors-origin", action="append", default=None,
                        help="an origin (e.g. https://app.example.com) whose web pages may call the API; "
                        "repeatable; none by default")
+    serve.add_argument("--reasoning-output", choices=["mistral", "openai"], default="mistral",
+                       help="how reasoning models return their trace: Mistral's thinking chunks (default) "
+                       "or OpenAI-style string content plus reasoning_content; a request's "
+                       "reasoning_format overrides it")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 

@@ -70,7 +70,9 @@ class BodySizeLimit:
 
 
 def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImagePolicy | None = None,
-               cors_origins: list[str] | None = None) -> FastAPI:
+               cors_origins: list[str] | None = None, reasoning_output: str = "mistral") -> FastAPI:
+    """`reasoning_output`: how reasoning traces are returned unless a request says otherwise:
+    "mistral" (thinking chunks in content) or "openai" (string content + reasoning_content)."""
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
@@ -84,6 +86,7 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
     app.state.platform = platform
     app.state.store = platform.store
     app.state.image_policy = image_policy or ImagePolicy()
+    app.state.reasoning_output = reasoning_output
     install_error_handlers(app)
 
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)

@@ -1,4 +1,5 @@
-"""Assistant output → Mistral content: a plain string, or thinking + text chunks."""
+"""Assistant output → the message: Mistral's content (a plain string, or thinking + text chunks)
+or, in the OpenAI-world form, a string `content` plus `reasoning_content`; and tool calls."""
 
 from __future__ import annotations
 
@@ -16,24 +17,34 @@ def _thinking_chunk(text: str, closed: bool | None = None) -> dict[str, Any]:
     return chunk
 
 
-def assistant_message(text: str, reasoning: bool = True) -> dict[str, Any]:
+def assistant_message(text: str, reasoning: bool = True, reasoning_output: str = "mistral",
+                      tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A whole completion as a message; for a reasoning model, a reasoning trace becomes a
-    thinking chunk (with `closed: false` when generation stopped inside it). Other models'
-    text is text, `<think>` included."""
+    thinking chunk (with `closed: false` when generation stopped inside it), or with
+    reasoning_output "openai" the `reasoning_content` string. Other models' text is text,
+    `<think>` included."""
     segments, unclosed = split_reasoning(text) if reasoning else ([], False)
-    if not any(s.kind == "thinking" for s in segments):
-        content: Any = text
+    message: dict[str, Any] = {"role": "assistant"}
+    if reasoning_output == "openai":
+        thinking = [s.text for s in segments if s.kind == "thinking"]
+        message["content"] = "".join(s.text for s in segments if s.kind == "text") if thinking else text
+        message["reasoning_content"] = "".join(thinking) if thinking else None
+    elif not any(s.kind == "thinking" for s in segments):
+        message["content"] = text
     else:
-        content = [
+        message["content"] = [
             _thinking_chunk(s.text, closed=not (unclosed and i == len(segments) - 1))
             if s.kind == "thinking" else {"type": "text", "text": s.text}
             for i, s in enumerate(segments)]
-    return {"role": "assistant", "content": content, "tool_calls": None, "prefix": False}
+    return {**message, "tool_calls": tool_calls or None, "prefix": False}
 
 
-def segment_delta(segment: Segment) -> dict[str, Any]:
-    """A streamed piece: thinking as a list with one thinking chunk, answer text as a string."""
+def segment_delta(segment: Segment, reasoning_output: str = "mistral") -> dict[str, Any]:
+    """A streamed piece: thinking as a list with one thinking chunk (or, OpenAI-style, as
+    `reasoning_content`), answer text as a string."""
     if segment.kind == "thinking":
+        if reasoning_output == "openai":
+            return {"reasoning_content": segment.text}
         return {"content": [_thinking_chunk(segment.text)]}
     return {"content": segment.text}
 

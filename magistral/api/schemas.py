@@ -116,9 +116,10 @@ Message = Annotated[SystemMessage | UserMessage | AssistantMessage | ToolMessage
 
 
 class JsonSchema(_Model):
-    name: str
+    name: str = "answer"
     schema_definition: dict[str, Any] | None = Field(None, alias="schema")
     strict: bool | None = None
+    description: str | None = None
 
 
 class ResponseFormat(_Model):
@@ -127,14 +128,24 @@ class ResponseFormat(_Model):
 
 
 class FunctionDef(_Model):
-    name: str
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
     description: str | None = None
     parameters: dict[str, Any] | None = None
+    strict: bool | None = None
 
 
 class Tool(_Model):
     type: Literal["function"] = "function"
     function: FunctionDef
+
+
+class FunctionName(_Model):
+    name: str
+
+
+class NamedToolChoice(_Model):
+    type: Literal["function"] = "function"
+    function: FunctionName
 
 
 class SamplingOptions(NullIsDefault):
@@ -160,8 +171,8 @@ class ChatCompletionRequest(SamplingOptions):
     stop: str | list[str] | None = None
     random_seed: int | None = Field(None, ge=0, lt=2**63)  # torch seeds are 64-bit
     response_format: ResponseFormat | None = None
-    tools: list[Tool] | None = None
-    tool_choice: Any = "auto"
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["auto", "none", "any", "required"] | NamedToolChoice = "auto"
     parallel_tool_calls: bool = True
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
@@ -171,6 +182,9 @@ class ChatCompletionRequest(SamplingOptions):
     logprobs: bool = False  # OpenAI: the sampled tokens' logprobs ...
     top_logprobs: int | None = Field(None, ge=0, le=20)  # ... and this many alternatives each
     reasoning_effort: str | None = None  # refused: reasoning models think; prompt_mode steers them
+    # how a reasoning trace is returned: Mistral's thinking chunks, or OpenAI-world
+    # `reasoning_content` (as vLLM and Ollama send it); None: the server's --reasoning-output
+    reasoning_format: Literal["mistral", "openai"] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -42,9 +42,3 @@ def check_capabilities(req: ChatCompletionRequest, model: ServedModel) -> None:
     if has_image and not model.vision:
         raise APIError(400, f"Model '{model.id}' does not support images (image_url chunks)",
                        param="messages")
-    if req.tools and req.tool_choice != "none" and not model.function_calling:
-        raise APIError(400, f"Model '{model.id}' does not support function calling (tools)",
-                       param="tools")
-    if req.response_format and req.response_format.type != "text":
-        raise APIError(400, f"response_format '{req.response_format.type}' is not supported by "
-                       f"model '{model.id}' yet", param="response_format")

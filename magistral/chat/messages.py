@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from magistral.chat.reasoning import REASONING_SYSTEM_PROMPT
+from magistral.chat.tools import TaggedToolFormat
+
+TOOLS = TaggedToolFormat()  # how templates without tool support see tools, calls and results
 
 # Mistral's `safe_prompt` guardrail, prepended to the system prompt
 SAFE_PROMPT = ("Always assist with care, respect, and truth. Respond with utmost utility yet "
@@ -33,19 +35,29 @@ def chunks_to_text(content: str | list[dict[str, Any]] | None, think_open: str =
 
 
 def template_messages(messages: list[dict[str, Any]], *, add_reasoning_prompt: bool,
-                      safe_prompt: bool = False) -> list[dict[str, Any]]:
-    """Messages (API dicts, already validated) → [{role, content: str}] for the template."""
+                      safe_prompt: bool = False, tools: list[dict[str, Any]] | None = None
+                      ) -> list[dict[str, Any]]:
+    """Messages (API dicts, already validated) → [{role, content: str}] for the template. Tools,
+    calls and their results are written in the documented tagged format (chat/tools.py): the
+    tools in the system prompt, calls as assistant text, results as user turns."""
     out: list[dict[str, Any]] = []
     has_system = any(m["role"] == "system" for m in messages)
     if add_reasoning_prompt and not has_system:
         out.append({"role": "system", "content": chunks_to_text(REASONING_SYSTEM_PROMPT)})
     for message in messages:
-        text = chunks_to_text(message.get("content"))
-        if message["role"] == "assistant" and message.get("tool_calls"):
-            calls = [{"name": c["function"]["name"], "arguments": c["function"]["arguments"]}
-                     for c in message["tool_calls"]]
-            text = (text + "\n" if text else "") + json.dumps(calls)
-        out.append({"role": message["role"], "content": text})
+        role, text = message["role"], chunks_to_text(message.get("content"))
+        if role == "assistant" and message.get("tool_calls"):
+            text = (text + "\n" if text else "") + TOOLS.render_calls(message["tool_calls"])
+        elif role == "tool":
+            role, text = "user", TOOLS.render_result(text)
+        out.append({"role": role, "content": text})
+    if tools:
+        described = TOOLS.system_prompt(tools)
+        system = next((m for m in out if m["role"] == "system"), None)
+        if system is None:
+            out.insert(0, {"role": "system", "content": described})
+        else:
+            system["content"] = f"{system['content']}\n\n{described}"
     if safe_prompt:
         if out and out[0]["role"] == "system":
             out[0] = {"role": "system", "content": f"{SAFE_PROMPT}\n\n{out[0]['content']}"}

@@ -19,7 +19,7 @@ from mistral_common.protocol.instruct.messages import (
     UserMessage,
 )
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
-from mistral_common.protocol.instruct.tool_calls import FunctionCall, ToolCall
+from mistral_common.protocol.instruct.tool_calls import FunctionCall, Tool, ToolCall
 from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
 from mistral_common.tokens.tokenizers.image import ImageEncoder, ImageEncoding
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
@@ -28,8 +28,11 @@ from magistral.chat.images import image_token_ids, preprocess, token_grid
 from magistral.chat.messages import SAFE_PROMPT
 from magistral.chat.prompt import EncodedPrompt
 from magistral.chat.reasoning import REASONING_SYSTEM_PROMPT
+from magistral.chat.tools import MistralToolFormat
+from magistral.engine.grammar import GrammarCompiler
 
-VISIBLE_SPECIALS = ("[THINK]", "[/THINK]")
+# decoded as text: the reasoning splitter and the tool-call parser read them
+VISIBLE_SPECIALS = ("[THINK]", "[/THINK]", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]")
 
 
 class NativeImageEncoder(ImageEncoder):
@@ -98,7 +101,7 @@ class TekkenTokenizer:
             except Exception:  # older tokenizers have no reasoning markers
                 pass
         self._hidden = {i for i in range(self._tok.num_special_tokens) if i not in visible}
-        self.has_think = bool(visible)
+        self.has_think = {"[THINK]", "[/THINK]"} <= {self._tok.id_to_piece(i) for i in visible}
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode([i for i in ids if i not in self._hidden],
@@ -113,6 +116,8 @@ class MistralPrompter:
             old = instruct.image_encoder
             instruct.image_encoder = NativeImageEncoder(old.image_config, old.special_ids)
         self.tokenizer = TekkenTokenizer(self.mistral)
+        self.tool_format = MistralToolFormat(self.mistral)
+        self.grammar = GrammarCompiler(lambda: self.tool_format.llg_tokenizer)
         self.reasoning = self.tokenizer.has_think
         self.vision = instruct.image_encoder is not None
         try:  # tokenizers from v7 on carry [PREFIX]/[SUFFIX]/[MIDDLE]
@@ -128,7 +133,7 @@ class MistralPrompter:
         return list(self.mistral.encode_fim(FIMRequest(prompt=prompt, suffix=suffix)).tokens)
 
     def encode(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
-               safe_prompt: bool = False) -> EncodedPrompt:
+               safe_prompt: bool = False, tools: list[dict[str, Any]] | None = None) -> EncodedPrompt:
         converted = [_message(m) for m in messages]
         if reasoning_prompt and self.reasoning and not any(m["role"] == "system" for m in messages):
             converted.insert(0, SystemMessage(content=_chunks(REASONING_SYSTEM_PROMPT)))
@@ -138,6 +143,7 @@ class MistralPrompter:
                 converted[0] = SystemMessage(content=f"{SAFE_PROMPT}\n\n{first.content}")
             else:
                 converted.insert(0, SystemMessage(content=SAFE_PROMPT))
-        tokenized = self.mistral.encode_chat_completion(ChatCompletionRequest(messages=converted))
+        tokenized = self.mistral.encode_chat_completion(ChatCompletionRequest(
+            messages=converted, tools=[Tool.model_validate(t) for t in tools] if tools else None))
         images = [torch.from_numpy(image) for image in tokenized.images]
         return EncodedPrompt(ids=list(tokenized.tokens), images=images)

@@ -7,9 +7,10 @@ from typing import Any, Protocol
 
 import torch
 
-from magistral.chat.messages import template_messages
+from magistral.chat.messages import TOOLS, template_messages
 from magistral.chat.template import ChatTemplate
 from magistral.chat.tokenizer import GGUFTokenizer
+from magistral.engine.grammar import GrammarCompiler
 
 
 @dataclass
@@ -23,8 +24,11 @@ class Prompter(Protocol):
     vision: bool
     fim: bool  # has fill-in-the-middle tokens
 
+    tool_format: Any  # TaggedToolFormat | MistralToolFormat: grammar and parser for calls
+    grammar: GrammarCompiler  # constrained decoding over this vocabulary
+
     def encode(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
-               safe_prompt: bool = False) -> EncodedPrompt: ...
+               safe_prompt: bool = False, tools: list[dict[str, Any]] | None = None) -> EncodedPrompt: ...
 
     def encode_text(self, text: str, add_special: bool = True) -> list[int]:
         """Raw text (legacy completions) → ids, with BOS where the model expects one (unless
@@ -44,6 +48,8 @@ class TemplatePrompter:
     def __init__(self, template: ChatTemplate, tokenizer: GGUFTokenizer, reasoning: bool = False):
         self.template, self.tokenizer, self.reasoning = template, tokenizer, reasoning
         self.fim = tokenizer.fim_ids is not None
+        self.tool_format = TOOLS
+        self.grammar = GrammarCompiler(tokenizer.grammar_tokenizer)
 
     def encode_text(self, text: str, add_special: bool = True) -> list[int]:
         return self.tokenizer.encode(text, add_bos=None if add_special else False)
@@ -58,7 +64,7 @@ class TemplatePrompter:
                 *self.tokenizer.encode(suffix, add_bos=False), mid]
 
     def encode(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
-               safe_prompt: bool = False) -> EncodedPrompt:
+               safe_prompt: bool = False, tools: list[dict[str, Any]] | None = None) -> EncodedPrompt:
         """A final assistant message with `prefix: true` is the start of the answer: the
         template renders the conversation before it, then its text is appended verbatim."""
         prefix: Any = ""
@@ -66,7 +72,8 @@ class TemplatePrompter:
             prefix = messages[-1].get("content") or ""
             messages = messages[:-1]
         rendered = self.template.render(template_messages(
-            messages, add_reasoning_prompt=reasoning_prompt and self.reasoning, safe_prompt=safe_prompt))
+            messages, add_reasoning_prompt=reasoning_prompt and self.reasoning, safe_prompt=safe_prompt,
+            tools=tools))
         if not isinstance(prefix, str):
             prefix = "".join(c.get("text", "") for c in prefix)
         return EncodedPrompt(ids=self.tokenizer.encode(rendered + prefix))

@@ -65,6 +65,13 @@ class GGUFTokenizer:
         return self._tok.decode([i for i in ids if i not in self._hidden_ids],
                                 skip_special_tokens=False)
 
+    def grammar_tokenizer(self) -> Any:
+        """The vocabulary as llguidance sees it (for constrained decoding)."""
+        import llguidance
+
+        return llguidance.LLTokenizer(self._tok.to_str(), n_vocab=self.vocab_size,
+                                      eos_token=sorted(self.stop_ids))
+
 
 def _fim_ids(meta: dict[str, Any], vocab: dict[str, int]) -> tuple[int, int, int] | None:
     """(prefix, suffix, middle) token ids when the model was trained for fill-in-the-middle."""

@@ -20,6 +20,7 @@ from typing import Protocol
 import torch
 
 from magistral.chat.tokenizer import IncrementalDecoder
+from magistral.engine.grammar import Constraint
 from magistral.engine.prefix_cache import PrefixCache
 from magistral.engine.sampling import Sampler, SamplingParams, TokenLogprob, token_logprobs
 from magistral.engine.stops import StopMatcher
@@ -62,6 +63,7 @@ class GenerationRequest:
     params: SamplingParams
     images: list[torch.Tensor] = field(default_factory=list)  # for the [IMG] positions, in order
     prompt_logprobs: int | None = None  # k: every prompt token's logprob (+ top k), computed in full
+    constraint: Constraint | None = None  # a grammar the output must follow (tools, JSON)
 
 
 @dataclass
@@ -319,8 +321,14 @@ class Engine:
                 self._sample_and_accept(seq, logits[row, -1])
 
     def _sample_and_accept(self, seq: _Sequence, logits: torch.Tensor) -> None:
-        token = seq.sampler.sample(logits.float())
+        constraint = seq.request.constraint
+        allowed = constraint.allowed(logits.shape[-1]) if constraint is not None else None
+        if allowed is not None and not bool(allowed.any()):
+            return self._finish(seq, "error", error=f"grammar failed: {constraint.failed}")
+        token = seq.sampler.sample(logits.float(), allowed)
         seq.sampler.observe(token)
+        if constraint is not None and not constraint.accept(token):
+            return self._finish(seq, "error", error=f"grammar refused token {token}: {constraint.failed}")
         if token in self.tokenizer.stop_ids:
             return self._finish(seq, "stop")
         if seq.request.params.logprobs is not None:
@@ -330,6 +338,8 @@ class Engine:
         text, stopped = seq.stops.feed(seq.decoder.push(token))
         if stopped:
             return self._finish(seq, "stop", text, at_stop_string=True)
+        if constraint is not None and constraint.done:  # the grammar admits nothing more
+            return self._finish(seq, "stop", text)
         max_tokens = seq.request.params.max_tokens
         if max_tokens is not None and len(seq.generated) >= max_tokens:
             return self._finish(seq, "length", text)

@@ -31,7 +31,6 @@ class ServedModel:
     aliases: list[str] = field(default_factory=list)
     description: str = ""
     created: int = field(default_factory=lambda: int(time.time()))
-    function_calling: bool = False
     default_temperature: float = 0.7
     owned_by: str = "magistral"
     max_image_side: int = 0  # vision models: images are downscaled to this
@@ -45,6 +44,10 @@ class ServedModel:
         return self.prompter.vision
 
     @property
+    def function_calling(self) -> bool:  # tools, with calls constrained to their schemas
+        return self.prompter.tool_format.supported
+
+    @property
     def fim(self) -> bool:  # fill-in-the-middle prompts (/v1/fim/completions)
         return self.prompter.fim
 
@@ -53,8 +56,9 @@ class ServedModel:
         return self.prompter.tokenizer
 
     def encode_chat(self, messages: list[dict[str, Any]], *, reasoning_prompt: bool,
-                    safe_prompt: bool = False) -> EncodedPrompt:
-        return self.prompter.encode(messages, reasoning_prompt=reasoning_prompt, safe_prompt=safe_prompt)
+                    safe_prompt: bool = False, tools: list[dict[str, Any]] | None = None) -> EncodedPrompt:
+        return self.prompter.encode(messages, reasoning_prompt=reasoning_prompt, safe_prompt=safe_prompt,
+                                    tools=tools)
 
 
 class ModelRegistry:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -16,6 +17,7 @@ from magistral.api.content import assistant_message, chat_logprobs, segment_delt
 from magistral.api.errors import APIError
 from magistral.api.schemas import ChatCompletionRequest
 from magistral.api.serving import (
+    Choice,
     check_prompt,
     check_sampling_options,
     find_model,
@@ -24,10 +26,12 @@ from magistral.api.serving import (
     sampling,
 )
 from magistral.api.streaming import DONE, SSE_HEADERS, chunk
+from magistral.api.structured import OutputPlan, constraints, output_plan
 from magistral.api.validation import check_capabilities, check_message_order
 from magistral.chat.images import ImageError, load_image
 from magistral.chat.prompt import EncodedPrompt
 from magistral.chat.reasoning import ReasoningSplitter, Segment
+from magistral.chat.tools import ParsedCall, ToolCallSplitter
 from magistral.engine.engine import GenerationRequest
 from magistral.engine.registry import ServedModel
 from magistral.engine.sampling import SamplingParams
@@ -62,7 +66,15 @@ async def _load_images(messages: list[dict[str, Any]], request: Request) -> None
         part.update(type="image", image=image)
 
 
-async def _prepare(req: ChatCompletionRequest, request: Request) -> tuple[ServedModel, EncodedPrompt]:
+@dataclass
+class Prepared:
+    model: ServedModel
+    prompt: EncodedPrompt
+    plan: OutputPlan
+    reasoning_output: str  # "mistral" (thinking chunks) or "openai" (reasoning_content)
+
+
+async def _prepare(req: ChatCompletionRequest, request: Request) -> Prepared:
     model = find_model(request, req.model)
     check_sampling_options(req, model)
     if req.reasoning_effort is not None:
@@ -72,69 +84,103 @@ async def _prepare(req: ChatCompletionRequest, request: Request) -> tuple[Served
         raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
     check_message_order(req)
     check_capabilities(req, model)
+    plan = output_plan(req, model)
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
     await _load_images(messages, request)
     try:
         prompt = await run_in_threadpool(model.encode_chat, messages,
                                          reasoning_prompt=req.wants_reasoning_prompt,
-                                         safe_prompt=req.safe_prompt)
+                                         safe_prompt=req.safe_prompt, tools=plan.tools or None)
     except (ValueError, MistralCommonException) as exc:
         raise APIError(400, f"Invalid messages: {exc}", param="messages") from exc
     check_prompt(model, prompt.ids, param="messages")
-    return model, prompt
+    return Prepared(model, prompt, plan, req.reasoning_format or request.app.state.reasoning_output)
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(req: ChatCompletionRequest, request: Request,
                            key: KeyInfo = Depends(require_key)) -> Any:
-    model, prompt = await _prepare(req, request)
+    prep = await _prepare(req, request)
+    model, prompt, plan = prep.model, prep.prompt, prep.plan
+    grammars = await constraints(plan, model, req.n)
     platform: Platform = request.app.state.platform
     call = platform.open_call(key, model.id, len(prompt.ids), max_tokens=req.max_tokens, n=req.n,
                               max_context=model.max_context_length)
     seeds = [None if req.random_seed is None else req.random_seed + i for i in range(req.n)]
-    generations = [GenerationRequest(prompt.ids, _sampling(req, model, seed), prompt.images)
-                   for seed in seeds]
+    generations = [GenerationRequest(prompt.ids, _sampling(req, model, seed), prompt.images,
+                                     constraint=grammar)
+                   for seed, grammar in zip(seeds, grammars, strict=True)]
     if req.stream:
-        return StreamingResponse(_stream(call, model, generations, req.logprobs),
+        return StreamingResponse(_stream(call, prep, generations, req.logprobs),
                                  media_type="text/event-stream", headers={**SSE_HEADERS, **call.headers})
     choices = await generate_all(call, model, generations, request)
     return JSONResponse(headers=call.headers, content={
         "id": call.id, "object": "chat.completion", "created": call.created, "model": model.id,
         "usage": call.usage(sum(c.completion_tokens for c in choices)),
-        "choices": [{"index": i, "finish_reason": c.finish_reason,
-                     "message": assistant_message(c.text, model.reasoning),
-                     "logprobs": chat_logprobs(model.tokenizer.decode, c.logprobs) if req.logprobs else None}
-                    for i, c in enumerate(choices)],
+        "choices": [_choice(prep, i, c, req.logprobs) for i, c in enumerate(choices)],
     })
 
 
-async def _stream(call: MeteredCall, model: ServedModel, generations: list[GenerationRequest], logprobs: bool
+def _choice(prep: Prepared, index: int, choice: Choice, logprobs: bool) -> dict[str, Any]:
+    text, calls = prep.plan.read(prep.model, choice.text)
+    return {"index": index, "finish_reason": "tool_calls" if calls else choice.finish_reason,
+            "message": assistant_message(text, prep.model.reasoning, prep.reasoning_output,
+                                         [c.api(i) for i, c in enumerate(calls)]),
+            "logprobs": chat_logprobs(prep.model.tokenizer.decode, choice.logprobs) if logprobs else None}
+
+
+class _ChoiceStream:
+    """One choice's text → deltas: tool calls held back for parsing at the end, reasoning traces
+    split out (reasoning models only: other models' text is text, <think> included)."""
+
+    def __init__(self, prep: Prepared):
+        self.prep = prep
+        self.calls = ToolCallSplitter(prep.model.prompter.tool_format.trigger) \
+            if prep.plan.calls_possible else None
+        self.reasoning = ReasoningSplitter() if prep.model.reasoning else None
+
+    def _segments(self, text: str, final: bool) -> list[Segment]:
+        if self.reasoning is None:
+            return [Segment("text", text)] if text else []
+        return self.reasoning.feed(text) + (self.reasoning.flush() if final else [])
+
+    def feed(self, text: str, final: bool) -> tuple[list[dict[str, Any]], list[ParsedCall]]:
+        calls: list[ParsedCall] = []
+        if self.calls is not None:
+            text = self.calls.feed(text)
+            if final:
+                text += self.calls.flush()
+                if self.calls.calling:
+                    rest, calls = self.prep.plan.read(self.prep.model, self.calls.held)
+                    text += rest  # an unfinished call (max_tokens) stays text
+        style = self.prep.reasoning_output
+        return [segment_delta(s, style) for s in self._segments(text, final)], calls
+
+
+async def _stream(call: MeteredCall, prep: Prepared, generations: list[GenerationRequest], logprobs: bool
                   ) -> AsyncIterator[bytes]:
     """Chunks of every choice, interleaved by `index`; usage rides on the very last one."""
-    # other models' text is text, <think> included
-    splitters = [ReasoningSplitter() if model.reasoning else None for _ in generations]
+    model = prep.model
+    streams = [_ChoiceStream(prep) for _ in generations]
     tokens, open_choices = [0] * len(generations), len(generations)
     for index in range(len(generations)):
         yield chunk(call.id, call.created, model.id, {"role": "assistant", "content": ""}, index=index)
     async with contextlib.aclosing(metered_streams(call, model, generations)) as outputs:
         async for index, output in outputs:  # each billed before it is sent
             tokens[index] = output.completion_tokens
-            splitter = splitters[index]
-            if splitter is None:
-                segments = [Segment("text", output.text)] if output.text else []
-            else:
-                segments = splitter.feed(output.text)
-                if output.finish_reason:
-                    segments += splitter.flush()
+            deltas, calls = streams[index].feed(output.text, final=bool(output.finish_reason))
             entries = chat_logprobs(model.tokenizer.decode, output.logprobs) if logprobs else None
-            if entries and entries["content"] and not segments:  # text held back: logprobs still go
-                segments = [Segment("text", "")]
-            for i, seg in enumerate(segments):  # an output's logprobs ride on its first piece
-                yield chunk(call.id, call.created, model.id, segment_delta(seg),
+            if entries and entries["content"] and not deltas:  # text held back: logprobs still go
+                deltas = [{"content": ""}]
+            for i, delta in enumerate(deltas):  # an output's logprobs ride on its first piece
+                yield chunk(call.id, call.created, model.id, delta,
                             logprobs=entries if i == 0 else None, index=index)
+            if calls:  # each call whole, in one delta, as Mistral sends them
+                delta = {"content": "", "tool_calls": [c.api(i) for i, c in enumerate(calls)]}
+                yield chunk(call.id, call.created, model.id, delta, index=index)
             if output.finish_reason:
                 open_choices -= 1
                 usage = call.usage(sum(tokens)) if not open_choices else None  # on the very last chunk
                 yield chunk(call.id, call.created, model.id, {"content": ""}, index=index,
-                            finish_reason=output.finish_reason, usage=usage)
+                            finish_reason="tool_calls" if calls else output.finish_reason, usage=usage)
     yield DONE
