@@ -52,9 +52,9 @@ CASES = [
         {"type": "text", "text": "what is this?"},
         {"type": "image_url", "image_url": "data:image/png;base64,iVBORw0KGgo="}]}]},
      400, "does not support images"),
-    ("tools to a model without function calling", {**GOOD, "tools": [
-        {"type": "function", "function": {"name": "f", "parameters": {}}}]}, 400, "function calling"),
-    ("json mode unsupported", {**GOOD, "response_format": {"type": "json_object"}}, 400, "response_format"),
+    ("tool_choice naming no tool", {**GOOD, "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": {}}}],
+        "tool_choice": {"type": "function", "function": {"name": "g"}}}, 400, "tool_choice"),
 ]
 
 

@@ -71,3 +71,26 @@ def test_sampling_options_act_in_llama_cpp(llamacpp_server: Server, tokenizer: G
     assert complete(temperature=1.0, top_k=1, seed=3) == greedy
     [banana] = tokenizer.encode(" banana")
     assert complete(temperature=0, max_tokens=1, logit_bias={str(banana): 100}) == " banana"
+
+
+def test_llama_cpp_calls_and_json_follow_the_grammar(llamacpp_server: Server) -> None:
+    import json
+
+    import jsonschema
+
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+              "required": ["a", "b"]}
+    tools = [{"type": "function", "function": {"name": "add", "parameters": schema}}]
+    called = llamacpp_server.post("/v1/chat/completions", {
+        "model": MODEL, "messages": [{"role": "user", "content": "What is 2 plus 3?"}], "tools": tools,
+        "tool_choice": "required", "temperature": 0}).json()["choices"][0]
+    assert called["finish_reason"] == "tool_calls"
+    for call in called["message"]["tool_calls"]:
+        assert call["function"]["name"] == "add"
+        jsonschema.validate(json.loads(call["function"]["arguments"]), schema)
+    answer = llamacpp_server.post("/v1/chat/completions", {
+        "model": MODEL, "messages": [{"role": "user", "content": "Two numbers a and b, as JSON."}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "pair", "schema": schema}},
+        "temperature": 0, "max_tokens": 100}).json()["choices"][0]
+    assert answer["finish_reason"] == "stop"
+    jsonschema.validate(json.loads(answer["message"]["content"]), schema)

@@ -113,13 +113,20 @@ class LlamaCppEngine:
 
         if max_tokens <= 0:
             return emit(output("", "length" if p.max_tokens == 0 else "model_length"))
-        processors = None
+        steps = []
         if p.logit_bias:
             bias = np.zeros(self.llm.n_vocab(), dtype=np.float32)
             for token, value in p.logit_bias.items():
                 bias[token] = value
+            steps.append(lambda _ids, scores: scores + bias)
+        constraint = request.constraint
+        if constraint is not None:  # the grammar's mask, after the bias (a bias cannot undo it)
+            steps.append(lambda _ids, scores: np.where(constraint.allowed(scores.shape[-1]).numpy(),
+                                                       scores, -np.inf).astype(np.float32))
+        processors = None
+        if steps:
             from llama_cpp import LogitsProcessorList
-            processors = LogitsProcessorList([lambda _ids, scores: scores + bias])
+            processors = LogitsProcessorList(steps)
         tokens = self.llm.generate(request.prompt_ids, temp=p.temperature, top_p=p.top_p, top_k=p.top_k,
                                    min_p=p.min_p, repeat_penalty=p.repetition_penalty,
                                    presence_penalty=p.presence_penalty, frequency_penalty=p.frequency_penalty,
@@ -127,14 +134,17 @@ class LlamaCppEngine:
         for token in tokens:
             if cancelled.is_set():
                 return
+            if constraint is not None and not constraint.accept(token):
+                return emit(GenerationOutput("", generated, finish_reason="error",
+                                             error=f"grammar refused token {token}"))
             if token in self.tokenizer.stop_ids:
                 return emit(output(stops.flush(), "stop"))
             if p.logprobs is not None:
                 pending += token_logprobs(self._last_logits()[None], [token], p.logprobs)
             generated += 1
             text, stopped = stops.feed(decoder.push(token))
-            if stopped:
-                return emit(output(text, "stop"))
+            if stopped or (constraint is not None and constraint.done):
+                return emit(output(text + ("" if stopped else stops.flush()), "stop"))
             if generated >= max_tokens:
                 reason = "length" if p.max_tokens is not None and generated >= p.max_tokens \
                     else "model_length"
