@@ -84,11 +84,12 @@ class Constraint:
 
     def allowed(self, logits_size: int) -> torch.Tensor:
         """(logits_size,) bool: True where the next token keeps the output in the grammar."""
+        # numpy, then one zero-copy view: small torch ops on a busy machine wait for OpenMP
         bits = np.unpackbits(np.frombuffer(self._matcher.compute_bitmask(), dtype=np.uint8),
-                             bitorder="little")[:min(self._vocab_size, logits_size)]
-        mask = torch.zeros(logits_size, dtype=torch.bool)
-        mask[:bits.shape[0]] = torch.from_numpy(bits.astype(bool))
-        return mask
+                             bitorder="little", count=min(self._vocab_size, logits_size))
+        if bits.shape[0] < logits_size:  # the model's padded rows are never allowed
+            bits = np.concatenate([bits, np.zeros(logits_size - bits.shape[0], dtype=np.uint8)])
+        return torch.from_numpy(bits.view(bool))
 
     def accept(self, token: int) -> bool:
         """Advance past a sampled token; False if the grammar refuses it (never for a token
