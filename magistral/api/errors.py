@@ -77,6 +77,9 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
             message = "Not found: no such route"
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            # FastAPI's words when json.loads itself fails, which valid JSON only does when deep
+            message = "Request body could not be parsed: its JSON nests too deeply"
         return error_response(APIError(exc.status_code, message, headers=getattr(exc, "headers", None)))
 
     @app.exception_handler(Exception)
