@@ -35,13 +35,31 @@ def address_allowed(address: str, allow_private: bool = False) -> bool:
     private, link-local (cloud metadata 169.254.169.254), CGNAT, multicast and reserved
     ranges are refused; IPv4-mapped IPv6 is judged as the IPv4 it carries."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        ip = _embedded_ipv4(ip)
     if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
         return False
     if allow_private:
         return True
     return ip.is_global
+
+
+NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the IPv4 in the last 32 bits
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: site-specific translators
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv6 address that carries an IPv4 one (mapped, 6to4, NAT64) is judged
+    as that IPv4 address: 2002:7f00:1:: reaches 127.0.0.1 through a 6to4 relay."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in NAT64_WELL_KNOWN:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in NAT64_LOCAL:
+        return ipaddress.IPv4Address("10.0.0.0")  # a private translator: private, whatever it carries
+    return ip  # Teredo (2001::/32) is not global: refused as it is
 
 
 def check_url(url: str, allow_private: bool = False, resolver: Resolver = system_resolver

@@ -4,6 +4,7 @@ side, bicubic resize to a whole number of (patch × merge) tiles, scale to [0, 1
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import io
@@ -33,8 +34,17 @@ class ImagePolicy:
     max_images: int = 8
     max_bytes: int = 10 * 1024 * 1024
     max_side: int = 10000  # larger than this in either dimension is refused outright
+    # decoded pixels per image: a 300 KB PNG can declare 10000x10000 (1.8 GB once decoded). JPEGs
+    # above it are decoded at a reduced scale (draft mode); other formats are refused
+    max_pixels: int = 6000 * 4000
     allow_private_hosts: bool = False  # operator flag for on-premise image servers
-    fetch_timeout: float = 10.0
+    fetch_timeout: float = 10.0  # per network read
+    download_deadline: float = 20.0  # per image, however slowly the bytes trickle in
+    request_deadline: float = 30.0  # for all of a request's images together
+    concurrent_decodes: int = 2  # across the server: bounds the memory decoding holds at once
+
+
+_decoding: asyncio.Semaphore | None = None
 
 
 def decode_image(data: bytes, policy: ImagePolicy) -> Image.Image:
@@ -52,6 +62,15 @@ def decode_image(data: bytes, policy: ImagePolicy) -> Image.Image:
                          f"{policy.max_side}x{policy.max_side}")
     if getattr(image, "n_frames", 1) > 1:
         raise ImageError("animated images are not supported (send a single frame)")
+    if width * height > policy.max_pixels:
+        if image.format == "JPEG":  # decode at 1/2, 1/4 or 1/8 scale: never the full raster
+            # draft picks the smallest power-of-two reduction that keeps at least the asked size:
+            # ask for half the linear size that fits, so that what it picks fits too
+            scale = 2 * (width * height / policy.max_pixels) ** 0.5
+            image.draft("RGB", (int(width / scale), int(height / scale)))
+        if image.size[0] * image.size[1] > policy.max_pixels:
+            raise ImageError(f"image of {width}x{height} pixels exceeds the budget of {policy.max_pixels} "
+                             "pixels", 413)
     try:
         image.load()
     except Exception as exc:
@@ -69,21 +88,34 @@ def _data_url_bytes(url: str) -> bytes:
         raise ImageError("data URL is not valid base64") from exc
 
 
+async def _decode_off_loop(data: bytes, policy: ImagePolicy) -> Image.Image:
+    """Decoding takes seconds for a large image: a worker thread does it, a few at a time."""
+    global _decoding
+    if _decoding is None:
+        _decoding = asyncio.Semaphore(policy.concurrent_decodes)
+    async with _decoding:
+        return await asyncio.to_thread(decode_image, data, policy)
+
+
 async def load_image(url: str, policy: ImagePolicy, resolver: Resolver = system_resolver) -> Image.Image:
     """An image_url value → a checked PIL image. data: URLs and http(s) URLs (guarded) only."""
     if url.startswith("data:"):
-        return decode_image(_data_url_bytes(url), policy)
+        return await _decode_off_loop(_data_url_bytes(url), policy)
     if "://" not in url:  # bare base64, as some clients send
         try:
-            return decode_image(base64.b64decode(url, validate=True), policy)
+            data = base64.b64decode(url, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise ImageError("image_url must be an http(s) URL, a data URL or base64 data") from exc
+        return await _decode_off_loop(data, policy)
     try:
-        data = await fetch_url(url, max_bytes=policy.max_bytes, timeout=policy.fetch_timeout,
-                               allow_private=policy.allow_private_hosts, resolver=resolver)
+        async with asyncio.timeout(policy.download_deadline):
+            data = await fetch_url(url, max_bytes=policy.max_bytes, timeout=policy.fetch_timeout,
+                                   allow_private=policy.allow_private_hosts, resolver=resolver)
     except FetchError as exc:
         raise ImageError(str(exc)) from exc
-    return decode_image(data, policy)
+    except TimeoutError as exc:
+        raise ImageError(f"image download took longer than {policy.download_deadline:g} s") from exc
+    return await _decode_off_loop(data, policy)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

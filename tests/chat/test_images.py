@@ -90,3 +90,53 @@ def test_load_image_from_data_url_and_refusals() -> None:
                          ("ftp://example.invalid/x.png", "scheme"), ("data:image/png,abc", "base64")]:
         with pytest.raises(ImageError, match=message):
             asyncio.run(load_image(bad, ImagePolicy()))
+
+
+def test_pixel_bombs_are_refused_before_decoding() -> None:
+    bomb = io.BytesIO()
+    Image.new("L", (10_000, 10_000)).save(bomb, "PNG")  # ~100 KB file, 100 Mpixels
+    with pytest.raises(ImageError, match="exceeds the budget") as refused:
+        decode_image(bomb.getvalue(), ImagePolicy())
+    assert refused.value.status == 413
+
+
+def test_large_jpegs_decode_at_a_reduced_scale_within_the_budget() -> None:
+    photo = io.BytesIO()
+    Image.new("RGB", (8000, 6000), (200, 30, 30)).save(photo, "JPEG", quality=50)
+    policy = ImagePolicy(max_pixels=4_000_000)
+    image = decode_image(photo.getvalue(), policy)
+    assert image.size[0] * image.size[1] <= policy.max_pixels and image.size[0] >= 1000
+
+
+def test_a_trickling_image_server_is_cut_off_by_the_download_deadline() -> None:
+    import http.server
+    import threading
+    import time
+
+    class Trickle(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            try:
+                for _ in range(1000):  # one byte every 0.2 s: each read is quick, the whole is not
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+            except OSError:  # the client gave up, as it should
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    policy = ImagePolicy(allow_private_hosts=True, download_deadline=1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(ImageError, match="longer than 1 s"):
+            asyncio.run(load_image(f"http://127.0.0.1:{server.server_address[1]}/slow.png", policy))
+    finally:
+        server.shutdown()
+    assert time.monotonic() - started < 5

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -56,14 +57,19 @@ async def _load_images(messages: list[dict[str, Any]], request: Request) -> None
     if len(chunks) > policy.max_images:
         raise APIError(400, f"{len(chunks)} images in one request; the limit is {policy.max_images}",
                        param="messages")
-    for part in chunks:
-        url = part["image_url"] if isinstance(part["image_url"], str) else part["image_url"]["url"]
-        try:
-            image = await load_image(url, policy)
-        except ImageError as exc:
-            raise APIError(exc.status, f"Invalid image: {exc}", param="messages") from exc
-        part.clear()
-        part.update(type="image", image=image)
+    try:
+        async with asyncio.timeout(policy.request_deadline):
+            for part in chunks:
+                url = part["image_url"] if isinstance(part["image_url"], str) else part["image_url"]["url"]
+                try:
+                    image = await load_image(url, policy)
+                except ImageError as exc:
+                    raise APIError(exc.status, f"Invalid image: {exc}", param="messages") from exc
+                part.clear()
+                part.update(type="image", image=image)
+    except TimeoutError as exc:
+        raise APIError(400, f"Loading the request's images took longer than {policy.request_deadline:g} s",
+                       param="messages") from exc
 
 
 @dataclass
