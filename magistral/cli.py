@@ -48,15 +48,39 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_EXPIRY = timedelta(days=100 * 365)  # further than this is a typo, not a plan
+
+
 def _expiry(value: str | None) -> datetime | None:
-    """'30d', '12h' or an ISO date/time (UTC)."""
+    """'30d', '12h' or an ISO date/time (UTC), in the future and within 100 years."""
     if value is None:
         return None
+    now = datetime.now(UTC)
     if value[:-1].isdigit() and value[-1] in "dh":
         amount = int(value[:-1])
-        return datetime.now(UTC) + (timedelta(days=amount) if value[-1] == "d" else timedelta(hours=amount))
-    moment = datetime.fromisoformat(value)
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        span = timedelta(days=min(amount, 10**6)) if value[-1] == "d" else timedelta(hours=min(amount, 10**7))
+        moment = now + min(span, MAX_EXPIRY + timedelta(days=1))
+    else:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"--expires {value!r}: not '30d', '12h' or an ISO date") from exc
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment <= now:
+        raise ValueError(f"--expires {value!r} is in the past")
+    if moment - now > MAX_EXPIRY:
+        raise ValueError(f"--expires {value!r} is more than 100 years away")
+    return moment
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value
 
 
 def _keys(args: argparse.Namespace) -> int:
@@ -233,8 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     create = keys_sub.add_parser("create", parents=[db], help="create a key and print it once")
     create.add_argument("--name", required=True)
     create.add_argument("--account", default=None, help="the owning account (default: 'default')")
-    create.add_argument("--rpm", type=int, default=None, help="requests per minute (default: the tier's)")
-    create.add_argument("--tpm", type=int, default=None, help="tokens per minute (default: the tier's)")
+    create.add_argument("--rpm", type=_positive_int, default=None,
+                        help="requests per minute (default: the tier's)")
+    create.add_argument("--tpm", type=_positive_int, default=None,
+                        help="tokens per minute (default: the tier's)")
     create.add_argument("--expires", default=None, help="'30d', '12h' or an ISO date (UTC)")
     create.add_argument("--admin", action="store_true", help="may read /metrics")
     listing = keys_sub.add_parser("list", parents=[db], help="list keys (never their secrets)")
@@ -279,12 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from magistral.platform.store import SchemaError
+    from magistral.platform.store import StorageError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except SchemaError as exc:
+    except StorageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -28,3 +28,23 @@ def test_chat_streams_an_answer(server: Server) -> None:
 def test_chat_reports_a_bad_key(server: Server) -> None:
     result = cli("chat", "hi", "--base-url", server.base_url, "--api-key", "mg-wrong", check=False)
     assert result.returncode == 1 and "401" in result.stderr
+
+
+def test_key_options_are_checked_without_tracebacks(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    for option, says in ((["--expires", "99999999d"], "more than 100 years"),
+                         (["--expires", "2001-01-01"], "in the past"),
+                         (["--expires", "soon"], "not '30d'"),
+                         (["--rpm", "-1"], "at least 1"), (["--tpm", "0"], "at least 1")):
+        result = cli("keys", "create", "--name", "k", "--database-url", url, *option, check=False)
+        assert result.returncode in (1, 2) and says in result.stderr and "Traceback" not in result.stderr
+    missing = cli("keys", "create", "--name", "k", "--database-url", f"sqlite:///{tmp_path}/no/such/m.db",
+                  check=False)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
+def test_sqlite_database_is_private_to_its_owner(tmp_path: Path) -> None:
+    cli("keys", "create", "--name", "k", "--database-url", f"sqlite:///{tmp_path / 'm.db'}")
+    for part in tmp_path.glob("m.db*"):
+        assert part.stat().st_mode & 0o777 == 0o600, part

@@ -47,6 +47,11 @@ def create_key(store: Store, name: str, account: str | None = None, *, rpm: int 
                admin: bool = False) -> tuple[KeyInfo, str]:
     """Returns the key's record and its secret; the secret is not kept anywhere. Without an
     account the key belongs to the operator's `default` account (made on first use)."""
+    for name_, limit in (("rpm", rpm), ("tpm", tpm)):
+        if limit is not None and limit < 1:
+            raise ValueError(f"{name_} must be at least 1 (got {limit}); leave it out for the tier's")
+    if expires_at is not None and _aware(expires_at) <= utcnow():
+        raise ValueError(f"the expiry {expires_at:%Y-%m-%d %H:%M} is in the past")
     if account is None:
         owner = ensure_account(store, DEFAULT_ACCOUNT, tier="enterprise")  # the operator's own
     else:

@@ -24,7 +24,7 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
@@ -115,6 +115,7 @@ class Store:
     def __init__(self, url: str | None = None):
         self.url = url or default_database_url()
         url = engine_url(self.url)
+        _prepare_sqlite_file(url)
         pool = {} if url.startswith("sqlite") else {"pool_size": 20, "max_overflow": 20}
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **pool)
         if self.engine.dialect.name == "sqlite":
@@ -135,8 +136,29 @@ class Store:
         self.engine.dispose()
 
 
-class SchemaError(RuntimeError):
+class StorageError(RuntimeError):
+    """The database cannot be used as given; the message says why (for the operator)."""
+
+
+class SchemaError(StorageError):
     """The database was written by an incompatible version of magistral."""
+
+
+def _prepare_sqlite_file(url: str) -> None:
+    """A SQLite database holds key hashes and usage: its file is the owner's alone (0600; SQLite
+    gives its -wal and -shm files the database file's mode). A folder that does not exist is an
+    operator's typo, said plainly rather than as a driver traceback."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database)
+    if not path.parent.is_dir():
+        raise StorageError(f"cannot open the database {path}: the folder {path.parent} does not exist")
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if part.exists() and part.stat().st_mode & 0o077 and part.stat().st_uid == os.getuid():
+            part.chmod(0o600)
 
 
 def _check_schema(engine: Engine, url: str) -> None:
@@ -162,5 +184,5 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-__all__ = ["Account", "ApiKey", "Base", "Session", "Store", "UsageDaily", "UsageRecord",
+__all__ = ["Account", "ApiKey", "Base", "Session", "StorageError", "Store", "UsageDaily", "UsageRecord",
            "default_database_url", "utcnow"]
