@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: `"max_tokens": "10"`, `"temperature": true` or `"stream": "yes"` are mistakes to
+    # report (422), not values to guess at (integers still pass where numbers are expected)
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 def _lone_surrogate(value: Any) -> bool:
@@ -155,6 +157,18 @@ class SamplingOptions(NullIsDefault):
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
     logit_bias: dict[int, Annotated[float, Field(ge=-100, le=100)]] | None = Field(None, max_length=1024)
+
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def _token_keys(cls, value: Any) -> Any:
+        """JSON object keys are strings: "50256" names token 50256."""
+        if isinstance(value, dict):
+            try:
+                return {int(k) if isinstance(k, str) and k.lstrip("-").isdigit() else k: v
+                        for k, v in value.items()}
+            except ValueError:
+                return value
+        return value
 
     def sampling_options(self) -> dict[str, Any]:
         return {"top_k": self.top_k, "min_p": self.min_p, "repetition_penalty": self.repetition_penalty,

@@ -52,6 +52,10 @@ CASES = [
         {"type": "text", "text": "what is this?"},
         {"type": "image_url", "image_url": "data:image/png;base64,iVBORw0KGgo="}]}]},
      400, "does not support images"),
+    ("boolean temperature", {**GOOD, "temperature": True}, 422, "temperature"),
+    ("string max_tokens", {**GOOD, "max_tokens": "10"}, 422, "max_tokens"),
+    ("string stream", {**GOOD, "stream": "yes"}, 422, "stream"),
+    ("fractional n", {**GOOD, "n": 1.5}, 422, "n"),
     ("tool_choice naming no tool", {**GOOD, "tools": [
         {"type": "function", "function": {"name": "f", "parameters": {}}}],
         "tool_choice": {"type": "function", "function": {"name": "g"}}}, 400, "tool_choice"),
