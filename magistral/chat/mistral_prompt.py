@@ -126,6 +126,16 @@ class MistralPrompter:
         except (MistralCommonException, NotImplementedError, AttributeError):
             self.fim = False
 
+    @property
+    def max_image_tokens(self) -> int:
+        """An image's tokens at the largest size: a grid of merged patches, a break per row."""
+        encoder = self.mistral.instruct_tokenizer.image_encoder
+        if encoder is None:
+            return 0
+        cfg = encoder.image_config
+        side = -(-cfg.max_image_size // (cfg.image_patch_size * cfg.spatial_merge_size))
+        return side * side + side
+
     def encode_text(self, text: str, add_special: bool = True) -> list[int]:
         return self.mistral.instruct_tokenizer.tokenizer.encode(text, bos=add_special, eos=False)
 

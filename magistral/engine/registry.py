@@ -44,6 +44,10 @@ class ServedModel:
         return self.prompter.vision
 
     @property
+    def max_image_tokens(self) -> int:  # the most prompt tokens one image can become
+        return getattr(self.prompter, "max_image_tokens", 0)
+
+    @property
     def function_calling(self) -> bool:  # tools, with calls constrained to their schemas
         return self.prompter.tool_format.supported
 

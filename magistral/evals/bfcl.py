@@ -139,14 +139,13 @@ def decode_calls(tool_calls: list[dict[str, Any]], names: dict[str, str]) -> lis
     decoded = []
     for call in tool_calls:
         try:
-            function = call["function"]
-            arguments = function["arguments"]
+            name, arguments = call["function"]["name"], call["function"]["arguments"]
             arguments = json.loads(arguments) if isinstance(arguments, str) else arguments
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"undecodable call {json.dumps(call)[:200]}: {exc}") from exc
+            raise ValueError(f"undecodable call {json.dumps(call)[:200]}: {exc!r}") from exc
         if not isinstance(arguments, dict):
             raise ValueError(f"arguments are not an object: {json.dumps(arguments)[:200]}")
-        decoded.append({names.get(function["name"], function["name"]): arguments})
+        decoded.append({names.get(name, name): arguments})
     return decoded
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -42,7 +44,9 @@ def test_suspended_account_gets_403_until_activated(server: Server) -> None:
 
 
 def test_expired_key_gets_401(server: Server) -> None:
-    key = new_key(server, new_account(server), "--expires", "2020-01-01")
+    expiry = datetime.now(UTC) + timedelta(seconds=2)  # a past date is refused at creation
+    key = new_key(server, new_account(server), "--expires", expiry.isoformat())
+    time.sleep(max(0.0, (expiry - datetime.now(UTC)).total_seconds()) + 0.5)
     response = post(server, key)
     assert response.status_code == 401 and "expired" in response.json()["message"]
 

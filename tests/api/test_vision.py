@@ -37,9 +37,12 @@ class ImageServer:
 
     def __init__(self, redirect_to: str | None = None):
         body = png_bytes()
+        self.hits = 0
+        outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                outer.hits += 1
                 if self.path == "/cat.png":
                     self.send_response(200)
                     self.send_header("Content-Type", "image/png")
@@ -197,3 +200,33 @@ def test_bad_images_are_4xx(open_server: Server) -> None:
     response = httpx.post(f"{open_server.base_url}/v1/chat/completions", json=many, timeout=60,
                           headers={"Authorization": f"Bearer {open_server.key}"})
     assert response.status_code == 400 and "limit is 8" in response.json()["message"]
+
+
+def test_admission_comes_before_any_image_is_fetched(open_server: Server, image_servers) -> None:
+    """A key at its limit gets its 429 without the server fetching or decoding anything, and a
+    request refused after admission (a broken image) is billed nothing."""
+    from tests.conftest import new_account, new_key
+
+    account = new_account(open_server.database_url)
+    key = new_key(open_server.database_url, account, "--rpm", "1")
+    target, _ = image_servers
+    text = {"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]}
+    assert open_server.post("/v1/chat/completions", text, key=key).status_code == 200
+    hits = target.hits
+    with_image = {"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": f"http://127.0.0.1:{target.port}/cat.png"}]}]}
+    refused = open_server.post("/v1/chat/completions", with_image, key=key)
+    assert refused.status_code == 429 and target.hits == hits
+
+    fresh = new_key(open_server.database_url, new_account(open_server.database_url))
+    broken = {"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": "data:image/png;base64,bm90IGFuIGltYWdl"}]}]}
+    assert open_server.post("/v1/chat/completions", broken, key=fresh).status_code == 400
+    fine = open_server.post("/v1/chat/completions", with_image, key=fresh)
+    assert fine.status_code == 200, fine.text
+    usage = httpx.get(f"{open_server.base_url}/v1/usage", params={"group_by": "model"},
+                      headers=open_server.auth(fresh), timeout=30).json()["data"]
+    billed = fine.json()["usage"]
+    assert [(r["prompt_tokens"], r["completion_tokens"]) for r in usage] == \
+        [(billed["prompt_tokens"], billed["completion_tokens"])]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,7 @@ from magistral.chat.prompt import EncodedPrompt
 from magistral.chat.reasoning import ReasoningSplitter, Segment
 from magistral.chat.tools import ParsedCall, ToolCallSplitter
 from magistral.engine.engine import GenerationRequest
+from magistral.engine.grammar import Constraint
 from magistral.engine.registry import ServedModel
 from magistral.engine.sampling import SamplingParams
 from magistral.platform.calls import MeteredCall
@@ -49,14 +51,19 @@ def _sampling(req: ChatCompletionRequest, model: ServedModel, seed: int | None) 
                     logprobs=(req.top_logprobs or 0) if req.logprobs else None, **req.sampling_options())
 
 
-async def _load_images(messages: list[dict[str, Any]], request: Request) -> None:
-    """Replace every image_url chunk by the decoded, checked image (in place)."""
+def _image_chunks(messages: list[dict[str, Any]], request: Request) -> list[dict[str, Any]]:
     policy = request.app.state.image_policy
     chunks = [c for m in messages if isinstance(m.get("content"), list) for c in m["content"]
               if c["type"] == "image_url"]
     if len(chunks) > policy.max_images:
         raise APIError(400, f"{len(chunks)} images in one request; the limit is {policy.max_images}",
                        param="messages")
+    return chunks
+
+
+async def _load_images(chunks: list[dict[str, Any]], request: Request) -> None:
+    """Replace every image_url chunk by the decoded, checked image (in place)."""
+    policy = request.app.state.image_policy
     try:
         async with asyncio.timeout(policy.request_deadline):
             for part in chunks:
@@ -72,15 +79,35 @@ async def _load_images(messages: list[dict[str, Any]], request: Request) -> None
                        param="messages") from exc
 
 
+def _prompt_estimate(messages: list[dict[str, Any]], plan: OutputPlan, model: ServedModel,
+                     images: int) -> int:
+    """An upper bound on the prompt's tokens before its images are loaded: a byte-level BPE
+    token is at least one byte of text, plus the largest grid each image can become, plus room
+    for the template and the reasoning system prompt."""
+    text = json.dumps([m.get("content") for m in messages if isinstance(m.get("content"), str)])
+    chunks = json.dumps([c for m in messages if isinstance(m.get("content"), list) for c in m["content"]
+                         if c["type"] != "image_url"])
+    tools = json.dumps(plan.tools) if plan.tools else ""
+    estimate = (len(text.encode()) + len(chunks.encode()) + len(tools.encode()) + 1024
+                + images * model.max_image_tokens)
+    return min(estimate, model.max_context_length)
+
+
 @dataclass
 class Prepared:
     model: ServedModel
     prompt: EncodedPrompt
     plan: OutputPlan
     reasoning_output: str  # "mistral" (thinking chunks) or "openai" (reasoning_content)
+    grammars: list[Constraint | None]
+    call: MeteredCall
 
 
-async def _prepare(req: ChatCompletionRequest, request: Request) -> Prepared:
+async def _prepare(req: ChatCompletionRequest, request: Request, key: KeyInfo) -> Prepared:
+    """Checks, prompt, grammars and the metered call. A request with images is admitted under
+    its key's limits (with an upper-bound estimate of its prompt) before any image is fetched or
+    decoded, so a key at its limit costs the server nothing; the estimate is corrected once the
+    prompt is known, and a request refused after admission is billed nothing."""
     model = find_model(request, req.model)
     check_sampling_options(req, model)
     if req.reasoning_effort is not None:
@@ -92,30 +119,50 @@ async def _prepare(req: ChatCompletionRequest, request: Request) -> Prepared:
     check_capabilities(req, model)
     plan = output_plan(req, model)
     messages = [m.model_dump(exclude_none=True) for m in req.messages]
-    await _load_images(messages, request)
+    images = _image_chunks(messages, request)
+    platform: Platform = request.app.state.platform
+
+    def admit(prompt_tokens: int) -> MeteredCall:
+        return platform.open_call(key, model.id, prompt_tokens, max_tokens=req.max_tokens, n=req.n,
+                                  max_context=model.max_context_length)
+
+    call = admit(_prompt_estimate(messages, plan, model, len(images))) if images else None
     try:
-        prompt = await run_in_threadpool(model.encode_chat, messages,
-                                         reasoning_prompt=req.wants_reasoning_prompt,
-                                         safe_prompt=req.safe_prompt, tools=plan.tools or None)
-    except (ValueError, MistralCommonException) as exc:
-        raise APIError(400, f"Invalid messages: {exc}", param="messages") from exc
-    check_prompt(model, prompt.ids, param="messages")
-    return Prepared(model, prompt, plan, req.reasoning_format or request.app.state.reasoning_output)
+        await _load_images(images, request)
+        try:
+            prompt = await run_in_threadpool(model.encode_chat, messages,
+                                             reasoning_prompt=req.wants_reasoning_prompt,
+                                             safe_prompt=req.safe_prompt, tools=plan.tools or None)
+        except (ValueError, MistralCommonException) as exc:
+            raise APIError(400, f"Invalid messages: {exc}", param="messages") from exc
+        check_prompt(model, prompt.ids, param="messages")
+        grammars = await constraints(plan, model, req.n)
+    except Exception:
+        if call is not None:
+            await call.void("rejected")
+        raise
+    except BaseException:  # cancelled: no await
+        if call is not None:
+            call.prompt_tokens = 0
+            call.abandon(0, "rejected")
+        raise
+    if call is None:
+        call = admit(len(prompt.ids))
+    else:
+        call.prompt_tokens = len(prompt.ids)
+    return Prepared(model, prompt, plan, req.reasoning_format or request.app.state.reasoning_output,
+                    grammars, call)
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(req: ChatCompletionRequest, request: Request,
                            key: KeyInfo = Depends(require_key)) -> Any:
-    prep = await _prepare(req, request)
-    model, prompt, plan = prep.model, prep.prompt, prep.plan
-    grammars = await constraints(plan, model, req.n)
-    platform: Platform = request.app.state.platform
-    call = platform.open_call(key, model.id, len(prompt.ids), max_tokens=req.max_tokens, n=req.n,
-                              max_context=model.max_context_length)
+    prep = await _prepare(req, request, key)
+    model, prompt, call = prep.model, prep.prompt, prep.call
     seeds = [None if req.random_seed is None else req.random_seed + i for i in range(req.n)]
     generations = [GenerationRequest(prompt.ids, _sampling(req, model, seed), prompt.images,
                                      constraint=grammar)
-                   for seed, grammar in zip(seeds, grammars, strict=True)]
+                   for seed, grammar in zip(seeds, prep.grammars, strict=True)]
     if req.stream:
         return StreamingResponse(_stream(call, prep, generations, req.logprobs),
                                  media_type="text/event-stream", headers={**SSE_HEADERS, **call.headers})
