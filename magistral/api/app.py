@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from magistral import __version__
 from magistral.api.auth import AuthenticateBeforeBody, require_admin
 from magistral.api.errors import APIError, error_response, install_error_handlers
+from magistral.api.idempotency import Idempotency
 from magistral.api.routes import chat, completions, embeddings, fim, models, tokenize, usage
 from magistral.chat.images import ImagePolicy
 from magistral.engine.registry import ModelRegistry
@@ -89,6 +90,8 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
     app.state.reasoning_output = reasoning_output
     install_error_handlers(app)
 
+    if platform.enabled:  # innermost: it needs the caller's key and a bounded body
+        app.add_middleware(Idempotency, store=platform.store)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(AuthenticateBeforeBody)  # outermost: no key, no body read
     if cors_origins:  # browser apps on these origins may call the API with their users' keys

@@ -16,7 +16,9 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Integer,
+    LargeBinary,
     String,
+    Text,
     UniqueConstraint,
     create_engine,
     event,
@@ -111,6 +113,22 @@ class UsageDaily(Base):
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class IdempotentResponse(Base):
+    """The answer to a request sent with an `Idempotency-Key` header, kept for a day so that a
+    retry gets it again instead of a second, billed run (`api/idempotency.py`)."""
+    __tablename__ = "idempotent_responses"
+    __table_args__ = (UniqueConstraint("key_id", "idempotency_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_id: Mapped[int] = mapped_column(Integer, index=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    fingerprint: Mapped[str] = mapped_column(String(64))  # sha256 of method, path and body
+    done: Mapped[bool] = mapped_column(Boolean, default=False)  # False: the first run is going on
+    status: Mapped[int] = mapped_column(Integer, default=0)
+    headers: Mapped[str] = mapped_column(Text, default="[]")  # JSON [[name, value], ...]
+    body: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Store:
     def __init__(self, url: str | None = None):
         self.url = url or default_database_url()
@@ -184,5 +202,5 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-__all__ = ["Account", "ApiKey", "Base", "Session", "StorageError", "Store", "UsageDaily", "UsageRecord",
-           "default_database_url", "utcnow"]
+__all__ = ["Account", "ApiKey", "Base", "IdempotentResponse", "Session", "StorageError", "Store",
+           "UsageDaily", "UsageRecord", "default_database_url", "utcnow"]
