@@ -41,10 +41,13 @@ def _serve(args: argparse.Namespace) -> int:
     policy = ImagePolicy(allow_private_hosts=args.allow_private_image_hosts)
     registry = ModelRegistry(models, embedders)
     app = create_app(registry, platform, policy, cors_origins=args.cors_origin,
-                     reasoning_output=args.reasoning_output)
+                     reasoning_output=args.reasoning_output, body_timeout=args.body_timeout)
     print(f"magistral: serving {', '.join(m.id for m in registry.everything)} on "
           f"http://{args.host}:{args.port}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    from magistral.api.transport import GuardedH11Protocol
+
+    GuardedH11Protocol.header_timeout = args.header_timeout
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=GuardedH11Protocol)
     return 0
 
 
@@ -249,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="how reasoning models return their trace: Mistral's thinking chunks (default) "
                        "or OpenAI-style string content plus reasoning_content; a request's "
                        "reasoning_format overrides it")
+    serve.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds a client has to send a request's headers (slow ones are cut off)")
+    serve.add_argument("--body-timeout", type=float, default=60.0,
+                       help="seconds a client has to send a request's body (408 after)")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 

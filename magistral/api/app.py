@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,18 +25,26 @@ RATE_LIMIT_HEADERS = [f"x-ratelimit-{kind}-{what}-minute" for kind in ("limit", 
 MAX_BODY_BYTES = 128 * 1024 * 1024  # 8 images of 10 MB, base64-encoded, fit with room to spare
 
 
+BODY_TIMEOUT = 60.0  # seconds for a whole request body, however it trickles in
+
+
 class _BodyTooLarge(BaseException):  # not Exception: FastAPI turns those into a 400 while reading
+    pass
+
+
+class _BodyTooSlow(BaseException):
     pass
 
 
 class BodySizeLimit:
     """413 for a body larger than the limit: at once when Content-Length announces it, else as
     soon as the bytes actually received pass it (chunked bodies, lying lengths), so no more of it
-    is read or buffered. Plain ASGI (not BaseHTTPMiddleware), so handlers still see a client that
+    is read or buffered; 408 for a body not complete within `timeout` seconds (a chunked body
+    that never ends). Plain ASGI (not BaseHTTPMiddleware), so handlers still see a client that
     hangs up."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = BODY_TIMEOUT):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     def _refusal(self, size: str) -> Response:
         return error_response(APIError(413, f"Request body of {size} bytes exceeds the limit of "
@@ -47,15 +56,23 @@ class BodySizeLimit:
         length = dict(scope["headers"]).get(b"content-length", b"")
         if length.isdigit() and int(length) > self.max_bytes:
             return await self._refusal(str(int(length)))(scope, receive, send)
-        received, started = 0, False
+        received, started, body_done = 0, False, False
+        deadline = asyncio.get_running_loop().time() + self.timeout
 
         async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # later calls wait for the client's disconnect: no deadline on those
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise _BodyTooLarge
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracked_send(message: Message) -> None:
@@ -68,10 +85,15 @@ class BodySizeLimit:
         except _BodyTooLarge:
             if not started:
                 await self._refusal(f"more than {self.max_bytes}")(scope, receive, send)
+        except _BodyTooSlow:
+            if not started:
+                await error_response(APIError(408, f"Request body not received within {self.timeout:g} s"))(
+                    scope, receive, send)
 
 
 def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImagePolicy | None = None,
-               cors_origins: list[str] | None = None, reasoning_output: str = "mistral") -> FastAPI:
+               cors_origins: list[str] | None = None, reasoning_output: str = "mistral",
+               body_timeout: float = BODY_TIMEOUT) -> FastAPI:
     """`reasoning_output`: how reasoning traces are returned unless a request says otherwise:
     "mistral" (thinking chunks in content) or "openai" (string content + reasoning_content)."""
     @asynccontextmanager
@@ -92,7 +114,7 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
 
     if platform.enabled:  # innermost: it needs the caller's key and a bounded body
         app.add_middleware(Idempotency, store=platform.store)
-    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES, timeout=body_timeout)
     app.add_middleware(AuthenticateBeforeBody)  # outermost: no key, no body read
     if cors_origins:  # browser apps on these origins may call the API with their users' keys
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["GET", "POST"],
