@@ -8,7 +8,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from magistral import __version__
@@ -19,6 +19,7 @@ from magistral.api.routes import chat, completions, embeddings, fim, models, tok
 from magistral.chat.images import ImagePolicy
 from magistral.engine.registry import ModelRegistry
 from magistral.platform.gateway import Platform
+from magistral.platform.store import StorageUnavailable
 
 RATE_LIMIT_HEADERS = [f"x-ratelimit-{kind}-{what}-minute" for kind in ("limit", "remaining")
                       for what in ("req", "tokens")]
@@ -136,10 +137,15 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
                         media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/health")
-    async def health(request: Request) -> dict[str, Any]:
+    async def health(request: Request) -> Any:
         models = request.app.state.registry.everything
-        return {"status": "ok", "models": [m.id for m in models],
-                "active_sequences": sum(m.engine.active_count for m in models),
-                "queued_sequences": sum(m.engine.queued_count for m in models)}
+        state = {"status": "ok", "models": [m.id for m in models],
+                 "active_sequences": sum(m.engine.active_count for m in models),
+                 "queued_sequences": sum(m.engine.queued_count for m in models)}
+        try:
+            request.app.state.store.check_writable()
+        except StorageUnavailable as exc:  # a load balancer takes this replica out
+            return JSONResponse({**state, "status": "unavailable", "problem": str(exc)}, status_code=503)
+        return state
 
     return app

@@ -3,15 +3,20 @@ keys of an account whose billing is not active get 403."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 
 from fastapi import Request
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from magistral.api.errors import APIError, error_response
+from magistral.api.errors import APIError, error_response, storage_error
 from magistral.platform.gateway import AccessDenied, Platform
 from magistral.platform.keys import KeyInfo
+from magistral.platform.store import StorageUnavailable
+
+log = logging.getLogger("magistral.api")
 
 # stands in for a key when the platform layer is switched off (benchmarks only)
 ANONYMOUS = KeyInfo(id=0, name="anonymous", prefix="", created_at=datetime(2026, 1, 1, tzinfo=UTC),
@@ -33,6 +38,10 @@ async def require_key(request: Request) -> KeyInfo:
         return await run_in_threadpool(platform.authenticate, secret.strip())
     except AccessDenied as denied:
         raise APIError(denied.status, denied.message, code=denied.code) from denied
+    except (StorageUnavailable, SQLAlchemyError) as exc:  # the database is gone or down: not a 500
+        if isinstance(exc, SQLAlchemyError):
+            log.error("authentication could not read the database: %s", exc)
+        raise storage_error() from exc
 
 
 async def require_admin(request: Request) -> KeyInfo:

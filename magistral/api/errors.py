@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from magistral.platform.calls import RateLimited
+from magistral.platform.store import StorageUnavailable
 
 log = logging.getLogger("magistral.api")
 
@@ -30,6 +31,11 @@ class APIError(Exception):
 
 class ClientGone(Exception):
     """The client hung up before its answer was ready: nothing is sent (499 in the logs)."""
+
+
+def storage_error() -> APIError:
+    return APIError(503, "Service unavailable: the usage database cannot be written; requests are refused "
+                    "so that none goes unbilled", headers={"Retry-After": "30"})
 
 
 def error_response(err: APIError, extra: dict[str, Any] | None = None) -> JSONResponse:
@@ -71,6 +77,10 @@ def install_error_handlers(app: FastAPI) -> None:
         where = _location(tuple(first["loc"]))
         message = f"Invalid request: {where}: {first['msg']}" if where else first["msg"]
         return error_response(APIError(422, message, param=where or None), {"detail": detail})
+
+    @app.exception_handler(StorageUnavailable)
+    async def storage_unavailable(_: Request, exc: StorageUnavailable) -> JSONResponse:
+        return error_response(storage_error())
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

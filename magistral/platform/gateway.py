@@ -41,6 +41,7 @@ class Platform:
                    metrics=Metrics(), replica=replica, enabled=enabled)
 
     def authenticate(self, secret: str) -> KeyInfo:
+        self.store.check_writable()
         key = verify_key(self.store, secret)
         if key is None:
             raise AccessDenied(401, "Unauthorized: invalid or revoked API key")
@@ -76,6 +77,7 @@ class Platform:
         call = MeteredCall(self, key, model, sum(prompts))
         if not self.enabled:
             return call
+        self.store.check_writable()  # StorageUnavailable (503): nothing is served unbilled
         default = self.config.max_reserve_tokens
         reserve = sum(reservation(p, max_tokens, n, max_context if max_context is not None else p + default,
                                   default) for p in prompts)

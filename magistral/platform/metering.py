@@ -103,6 +103,7 @@ class UsageJournal:
                 self._busy = True
             error: BaseException | None = None
             try:
+                self.store.check_writable()  # never into a deleted file, never SIGBUS on a frozen one
                 self._commit([p.usage for p in batch])
             except Exception as exc:  # the waiting requests fail: they must not send unbilled tokens
                 log.exception("usage write failed")

@@ -5,7 +5,9 @@ any SQLAlchemy URL) for several replicas."""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+log = logging.getLogger("magistral.store")
 
 
 def utcnow() -> datetime:
@@ -129,11 +133,21 @@ class IdempotentResponse(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class StorageUnavailable(RuntimeError):
+    """The database can no longer be trusted with writes (its file vanished, was replaced or
+    became read-only): requests are refused with 503 until an operator looks."""
+
+
 class Store:
+    HEALTH_CHECK_INTERVAL = 0.0  # seconds between two looks at the file (a few stat calls: ~20 µs)
+
     def __init__(self, url: str | None = None):
         self.url = url or default_database_url()
         url = engine_url(self.url)
         _prepare_sqlite_file(url)
+        self._file = _sqlite_path(url)
+        self._identity = _identity(self._file) if self._file else None
+        self._checked_at, self._problem = 0.0, None
         pool = {} if url.startswith("sqlite") else {"pool_size": 20, "max_overflow": 20}
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **pool)
         if self.engine.dialect.name == "sqlite":
@@ -145,6 +159,20 @@ class Store:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    def check_writable(self) -> None:
+        """Raise StorageUnavailable when the SQLite file this store opened is gone, replaced or
+        read-only. SQLite itself would go on writing into a deleted file (lost at the next
+        restart) or die of SIGBUS on an immutable one. Cheap: a stat now and then."""
+        if self._file is None:
+            return
+        now = time.monotonic()
+        if now - self._checked_at >= self.HEALTH_CHECK_INTERVAL:
+            self._checked_at, self._problem = now, _file_problem(self._file, self._identity)
+            if self._problem:
+                log.error("storage: %s; refusing requests until it is fixed", self._problem)
+        if self._problem:
+            raise StorageUnavailable(self._problem)
 
     def usage_count(self) -> int:
         with self.session() as s:
@@ -160,6 +188,35 @@ class StorageError(RuntimeError):
 
 class SchemaError(StorageError):
     """The database was written by an incompatible version of magistral."""
+
+
+def _sqlite_path(url: str) -> Path | None:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).resolve()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def _file_problem(path: Path, identity: tuple[int, int] | None) -> str | None:
+    current = _identity(path)
+    if current is None:
+        return f"the database file {path} has been deleted"
+    if identity is not None and current != identity:
+        return f"the database file {path} has been replaced by another file"
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if part.exists() and not os.access(part, os.W_OK):
+            return f"the database file {part} is read-only"
+    if not os.access(path.parent, os.W_OK):
+        return f"the database folder {path.parent} is read-only"
+    return None
 
 
 def _prepare_sqlite_file(url: str) -> None:
@@ -202,5 +259,5 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-__all__ = ["Account", "ApiKey", "Base", "IdempotentResponse", "Session", "StorageError", "Store",
-           "UsageDaily", "UsageRecord", "default_database_url", "utcnow"]
+__all__ = ["Account", "ApiKey", "Base", "IdempotentResponse", "Session", "StorageError", "StorageUnavailable",
+           "Store", "UsageDaily", "UsageRecord", "default_database_url", "utcnow"]

@@ -1,0 +1,39 @@
+"""A database that vanishes or is replaced under a running server: requests are refused with
+503 (nothing served unbilled), /health says so; the process does not crash."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import start_server, stop_server
+
+BODY = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+@pytest.mark.parametrize("what", ["deleted", "replaced"])
+def test_a_vanished_database_gets_503_not_unbilled_answers(tmp_path: Path, what: str) -> None:
+    server = start_server(tmp_path, "--no-embedding-model")
+    try:
+        assert server.post("/v1/chat/completions", BODY).status_code == 200
+        database = tmp_path / "magistral.db"
+        if what == "deleted":
+            for part in tmp_path.glob("magistral.db*"):
+                part.unlink()
+        else:
+            shutil.copy(database, tmp_path / "copy.db")
+            (tmp_path / "copy.db").replace(database)
+        for _ in range(3):
+            refused = server.post("/v1/chat/completions", BODY)
+            assert refused.status_code == 503, refused.text
+            body = refused.json()
+            assert body["type"] == "server_error" and "database" in body["message"]
+            assert refused.headers["retry-after"] == "30"
+        health = httpx.get(f"{server.base_url}/health", timeout=10)
+        assert health.status_code == 503 and what in health.json()["problem"]
+        assert server.process.poll() is None
+    finally:
+        stop_server(server)
