@@ -7,6 +7,7 @@ import logging
 import socket
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 DEFAULT_PORT = 8000
 
@@ -74,6 +75,22 @@ def _expiry(value: str | None) -> datetime | None:
     if moment - now > MAX_EXPIRY:
         raise ValueError(f"--expires {value!r} is more than 100 years away")
     return moment
+
+
+def _database_url(text: str) -> str:
+    """`@PATH` reads the URL from a file (so its password is in no process title); a password
+    typed on the command line is accepted with a warning."""
+    if text.startswith("@"):
+        try:
+            return Path(text[1:]).read_text().strip()
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"cannot read the database URL from {text[1:]}: {exc}") from exc
+    from sqlalchemy.engine import make_url
+
+    if "://" in text and make_url(text).password:
+        print("warning: the --database-url password is visible to every local user in the process list; "
+              "use $MAGISTRAL_DATABASE_URL or --database-url @FILE", file=sys.stderr)
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -212,8 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="magistral", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--database-url", help="SQLAlchemy URL (default: $MAGISTRAL_DATABASE_URL or "
-                    "a SQLite file under ~/.local/share/magistral)")
+    db.add_argument("--database-url", type=_database_url, help="SQLAlchemy URL (default: "
+                    "$MAGISTRAL_DATABASE_URL or a SQLite file under ~/.local/share/magistral); a URL with a "
+                    "password belongs in that variable or in a file named as @/path/to/file, not here, "
+                    "where every local user can read it in the process list")
 
     serve = sub.add_parser("serve", parents=[db], help="start the API server")
     serve.add_argument("--host", default="127.0.0.1")

@@ -48,3 +48,12 @@ def test_sqlite_database_is_private_to_its_owner(tmp_path: Path) -> None:
     cli("keys", "create", "--name", "k", "--database-url", f"sqlite:///{tmp_path / 'm.db'}")
     for part in tmp_path.glob("m.db*"):
         assert part.stat().st_mode & 0o777 == 0o600, part
+
+
+def test_database_url_from_a_file_keeps_it_out_of_the_process_list(tmp_path: Path) -> None:
+    url_file = tmp_path / "db-url"
+    url_file.write_text(f"sqlite:///{tmp_path / 'm.db'}\n")
+    created = cli("keys", "create", "--name", "k", "--database-url", f"@{url_file}")
+    assert created.stdout.startswith("mg-") and (tmp_path / "m.db").exists()
+    typed = cli("keys", "list", "--database-url", "postgresql://u:s3cret@127.0.0.1:1/x", check=False)
+    assert "visible to every local user" in typed.stderr and "s3cret" not in typed.stderr

@@ -152,7 +152,7 @@ class Store:
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **pool)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        _check_schema(self.engine, self.url)
+        _check_schema(self.engine, make_url(url).render_as_string(hide_password=True))
         Base.metadata.create_all(self.engine)
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
