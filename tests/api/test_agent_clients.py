@@ -151,6 +151,7 @@ def test_langchain_structured_output(server: Server, kind: str) -> None:
 
 # --- litellm -----------------------------------------------------------------------------------------
 
+@pytest.mark.filterwarnings("ignore:.*`ReadOnly` qualifier:UserWarning")  # litellm's own types
 @pytest.mark.parametrize("route", ["openai", "mistral"])
 def test_litellm_tools_and_chat(server: Server, route: str) -> None:
     import litellm
