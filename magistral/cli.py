@@ -103,6 +103,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _db(args: argparse.Namespace) -> int:
+    from magistral.platform.store import Store
+
+    store = Store(args.database_url)  # opening a store migrates it
+    before, after = store.schema_upgrade
+    print(f"database schema at revision {after}" + (f" (upgraded from {before})" if before != after
+                                                     and before is not None else ""))
+    store.dispose()
+    return 0
+
+
 def _keys(args: argparse.Namespace) -> int:
     from magistral.platform.keys import create_key, list_keys, revoke_key
     from magistral.platform.store import Store
@@ -233,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "$MAGISTRAL_DATABASE_URL or a SQLite file under ~/.local/share/magistral); a URL with a "
                     "password belongs in that variable or in a file named as @/path/to/file, not here, "
                     "where every local user can read it in the process list")
+
+    database = sub.add_parser("db", help="the database's schema")
+    database_sub = database.add_subparsers(dest="db_command", required=True)
+    database_sub.add_parser("upgrade", parents=[db], help="migrate the database to this version's schema "
+                            "(serve does it too when it opens an older database)").set_defaults(func=_db)
 
     serve = sub.add_parser("serve", parents=[db], help="start the API server")
     serve.add_argument("--host", default="127.0.0.1")

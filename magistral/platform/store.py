@@ -25,7 +25,6 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
-    inspect,
     select,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -152,8 +151,9 @@ class Store:
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **pool)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
-        _check_schema(self.engine, make_url(url).render_as_string(hide_password=True))
-        Base.metadata.create_all(self.engine)
+        from magistral.platform.schema import upgrade
+
+        self.schema_upgrade = upgrade(self.engine)  # (before, after): an older database is migrated
         self.session = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -184,10 +184,6 @@ class Store:
 
 class StorageError(RuntimeError):
     """The database cannot be used as given; the message says why (for the operator)."""
-
-
-class SchemaError(StorageError):
-    """The database was written by an incompatible version of magistral."""
 
 
 def _sqlite_path(url: str) -> Path | None:
@@ -234,18 +230,6 @@ def _prepare_sqlite_file(url: str) -> None:
     for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         if part.exists() and part.stat().st_mode & 0o077 and part.stat().st_uid == os.getuid():
             part.chmod(0o600)
-
-
-def _check_schema(engine: Engine, url: str) -> None:
-    """Refuse, with a clear message, a database written by an older magistral (keys without
-    accounts): create_all() adds missing tables but never alters existing ones."""
-    inspector = inspect(engine)
-    if "api_keys" in inspector.get_table_names():
-        columns = {c["name"] for c in inspector.get_columns("api_keys")}
-        if "account_id" not in columns:
-            raise SchemaError(f"the database at {url} was created by an older magistral (API keys "
-                               "without accounts); point --database-url at a new database and create "
-                               "accounts and keys there")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

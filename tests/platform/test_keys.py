@@ -33,20 +33,3 @@ def test_usage_rows_persist(tmp_path: Path) -> None:
     journal.close()
     store.dispose()
     assert Store(url).usage_count() == 1  # a fresh connection sees it
-
-
-def test_a_database_from_before_accounts_is_refused_clearly(tmp_path: Path) -> None:
-    import sqlite3
-
-    import pytest
-
-    old = sqlite3.connect(tmp_path / "old.db")
-    old.execute("CREATE TABLE api_keys (id INTEGER PRIMARY KEY, name TEXT, key_hash TEXT)")
-    old.commit()
-    old.close()
-    with pytest.raises(RuntimeError, match="older magistral"):
-        Store(f"sqlite:///{tmp_path / 'old.db'}")
-    from tests.conftest import cli
-    listing = cli("keys", "list", "--database-url", f"sqlite:///{tmp_path / 'old.db'}", check=False)
-    assert listing.returncode == 1 and listing.stderr.startswith("error: ")
-    assert "Traceback" not in listing.stderr
