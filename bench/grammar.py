@@ -132,7 +132,8 @@ def main() -> None:
     tools = [{"type": "function", "function": {"name": "record", "parameters": endless}}]
     grammars = {"json_schema": _json_only(endless),
                 "tool call (required)": TaggedToolFormat().grammar(tools, ToolChoice("required"), True)}
-    print(f"\n## Decode throughput in the engine ({args.tokens} tokens per sequence, median of {args.runs})\n")
+    print(f"\n## Decode throughput in the engine ({args.tokens} tokens per sequence, "
+          f"median of {args.runs})\n")
     print("| batch | free (tok/s) | constrained | tok/s | cost |")
     print("|---|---|---|---|---|")
     for batch in (1, 16):
