@@ -50,23 +50,35 @@ def check_schema_size(schema: Any, what: str) -> None:
 SAFE_INTEGER = 2**53 - 1  # I-JSON (RFC 7493): integers beyond this are not interoperable
 
 
+# where JSON Schema keeps subschemas: maps of name → schema, lists of schemas, single schemas
+_SCHEMA_MAPS = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
+_SCHEMA_LISTS = {"anyOf", "allOf", "oneOf", "prefixItems"}
+_SCHEMA_VALUES = {"items", "additionalItems", "additionalProperties", "unevaluatedItems",
+                  "unevaluatedProperties", "contains", "propertyNames", "not", "if", "then", "else"}
+
+
 def decoding_schema(schema: Any) -> Any:
     """The schema decoding follows: a copy in which every answer must end. Integers and numbers
     without bounds get I-JSON's, ±(2**53 − 1), and objects that list their properties but say
     nothing of others get `additionalProperties: false` (xgrammar's strict mode does the same).
     Without these a small model that starts writing "10000…" or inventing keys goes on until
-    max_tokens and returns no JSON at all. Whatever validates here validates under the original."""
-    if isinstance(schema, list):
-        return [decoding_schema(item) for item in schema]
+    max_tokens and returns no JSON at all. Whatever validates here validates under the original.
+    Only schema positions are visited: a property may well be called "type"."""
     if not isinstance(schema, dict):
         return schema
-    bounded = {key: decoding_schema(value) if key not in ("enum", "const", "default", "examples") else value
-               for key, value in schema.items()}
+    bounded = dict(schema)
+    for key, value in schema.items():
+        if key in _SCHEMA_MAPS and isinstance(value, dict):
+            bounded[key] = {name: decoding_schema(sub) for name, sub in value.items()}
+        elif key in _SCHEMA_LISTS and isinstance(value, list) or key == "items" and isinstance(value, list):
+            bounded[key] = [decoding_schema(sub) for sub in value]
+        elif key in _SCHEMA_VALUES:
+            bounded[key] = decoding_schema(value)
     if "properties" in bounded and "additionalProperties" not in bounded \
             and "patternProperties" not in bounded:
         bounded["additionalProperties"] = False
     kinds = bounded.get("type")
-    kinds = set(kinds) if isinstance(kinds, list) else {kinds}
+    kinds = set(kinds) if isinstance(kinds, list) else {kinds} if isinstance(kinds, str) else set()
     if kinds & {"integer", "number"}:
         if "minimum" not in bounded and "exclusiveMinimum" not in bounded:
             bounded["minimum"] = -SAFE_INTEGER

@@ -67,6 +67,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "t": {"type": "number", "exclusiveMinimum": -1, "exclusiveMaximum": 1}}, "required": ["t"]},
     "top_level_string": {"type": "string", "enum": ["yes", "no"]},
     "top_level_integer": {"type": "integer", "minimum": 10, "maximum": 99},
+    "keyword_names": {"type": "object", "required": ["type", "items"],  # properties named like keywords
+                      "properties": {"type": {"enum": ["a", "b"]},
+                                     "items": {"type": "integer", "minimum": 0, "maximum": 9}}},
     "additional_properties_typed": {"type": "object", "maxProperties": 2,
                                     "additionalProperties": {"type": "integer"}},
 }
