@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from magistral.platform.calls import RateLimited
+from magistral.platform.ratelimit import LimiterUnavailable
 from magistral.platform.store import StorageUnavailable
 
 log = logging.getLogger("magistral.api")
@@ -77,6 +78,12 @@ def install_error_handlers(app: FastAPI) -> None:
         where = _location(tuple(first["loc"]))
         message = f"Invalid request: {where}: {first['msg']}" if where else first["msg"]
         return error_response(APIError(422, message, param=where or None), {"detail": detail})
+
+    @app.exception_handler(LimiterUnavailable)
+    async def limiter_unavailable(_: Request, exc: LimiterUnavailable) -> JSONResponse:
+        log.error("%s: refusing requests (limits fail closed)", exc)
+        return error_response(APIError(503, "Service unavailable: rate limits cannot be checked right now; "
+                                       "retry shortly", headers={"Retry-After": "5"}))
 
     @app.exception_handler(StorageUnavailable)
     async def storage_unavailable(_: Request, exc: StorageUnavailable) -> JSONResponse:

@@ -11,6 +11,7 @@ atomically in a Lua script on Redis' clock, so several replicas share exact limi
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 WINDOW_S = 60.0
+
+log = logging.getLogger("magistral.ratelimit")
 
 
 @dataclass
@@ -156,11 +159,21 @@ return 0
 """
 
 
+class LimiterUnavailable(RuntimeError):
+    """The shared limiter (Redis) cannot be reached. Limits fail closed: requests are refused
+    (503) rather than served unlimited, until it answers again."""
+
+
 class RedisRateLimiter:
+    """Limits shared by replicas. When Redis is down, admission fails closed (LimiterUnavailable,
+    answered 503); settling a finished request's tokens is skipped with a warning (its
+    reservation leaves the window by itself), so billing never waits on Redis."""
+
     def __init__(self, url: str, namespace: str = "magistral", window: float = WINDOW_S):
         import redis
 
-        self.client = redis.Redis.from_url(url)
+        self._errors = redis.RedisError
+        self.client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self.namespace, self.window = namespace, window
         self._acquire = self.client.register_script(_ACQUIRE)
         self._settle = self.client.register_script(_SETTLE)
@@ -171,8 +184,12 @@ class RedisRateLimiter:
 
     def _run(self, key_id: int, now: float | None, rpm: int, tpm: int, tokens: int, request_id: str
              ) -> tuple[bool, float, list[tuple[float, int]]]:
-        admitted, at, flat = self._acquire(keys=self._keys(key_id), args=[
-            "" if now is None else repr(now), self.window, rpm, tpm, tokens, request_id])
+        try:
+            admitted, at, flat = self._acquire(keys=self._keys(key_id), args=[
+                "" if now is None else repr(now), self.window, rpm, tpm, tokens, request_id])
+        except self._errors as exc:
+            raise LimiterUnavailable(f"the rate limiter (Redis) is unreachable: {type(exc).__name__}") \
+                from exc
         entries = [(float(flat[i]), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
         return bool(admitted), float(at), entries
 
@@ -187,7 +204,11 @@ class RedisRateLimiter:
         return Decision(True, rpm, rpm - len(entries) - 1, tpm, tpm - used)
 
     def settle(self, key_id: int, request_id: str, tokens: int) -> None:
-        self._settle(keys=self._keys(key_id)[1:], args=[request_id, tokens])
+        try:
+            self._settle(keys=self._keys(key_id)[1:], args=[request_id, tokens])
+        except self._errors as exc:
+            log.warning("rate limiter: could not settle request %s (%s); its reservation stands "
+                        "until it leaves the window", request_id, type(exc).__name__)
 
     def status(self, key_id: int, rpm: int, tpm: int, now: float | None = None) -> Decision:
         _, _, entries = self._run(key_id, now, rpm, tpm, 0, "")

@@ -1,5 +1,6 @@
-"""A database that vanishes or is replaced under a running server: requests are refused with
-503 (nothing served unbilled), /health says so; the process does not crash."""
+"""Outages under a running server. A database that vanishes or is replaced: requests are refused with
+503 (nothing served unbilled), /health says so; the process does not crash. A rate limiter
+that cannot be reached: limits fail closed (503)."""
 
 from __future__ import annotations
 
@@ -35,5 +36,18 @@ def test_a_vanished_database_gets_503_not_unbilled_answers(tmp_path: Path, what:
         health = httpx.get(f"{server.base_url}/health", timeout=10)
         assert health.status_code == 503 and what in health.json()["problem"]
         assert server.process.poll() is None
+    finally:
+        stop_server(server)
+
+
+def test_an_unreachable_rate_limiter_fails_closed_with_503(tmp_path: Path) -> None:
+    """Redis down (here: nothing listens on the port): requests are refused, not served unlimited."""
+    server = start_server(tmp_path, "--no-embedding-model", "--redis-url", "redis://127.0.0.1:1/0")
+    try:
+        for stream in (False, True):
+            refused = server.post("/v1/chat/completions", {**BODY, "stream": stream})
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "5" and "rate limits" in refused.json()["message"]
+        assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
     finally:
         stop_server(server)
