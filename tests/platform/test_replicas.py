@@ -143,6 +143,12 @@ def test_sigkill_mid_stream_bills_every_token_clients_saw(database: str, tmp_pat
         assert request_id in rows
         assert chunks <= rows[request_id].completion_tokens <= chunks + 3
     assert "in_progress" in {r.status for r in rows.values()}  # the kill did cut streams short
+    limiter = RedisRateLimiter(REDIS_URL, namespace=namespace)
+    key_id = int(rows[next(iter(seen))].key_id)
+    held = limiter.status(key_id, 10**6, 10**9)  # now, before a restart (slow under load) outlasts the window
+    assert held.remaining_requests < 10**6  # the dead server's reservations are in the window …
+    later = limiter.status(key_id, 10**6, 10**9, now=time.time() + 61)
+    assert (later.remaining_requests, later.remaining_tokens) == (10**6, 10**9)  # … and leave it
     restarted = start_server(tmp_path, *flags, database_url=database, key=key)
     try:
         with store.session() as s:
@@ -151,9 +157,3 @@ def test_sigkill_mid_stream_bills_every_token_clients_saw(database: str, tmp_pat
     finally:
         stop(restarted)
         store.dispose()
-    limiter = RedisRateLimiter(REDIS_URL, namespace=namespace)
-    key_id = int(rows[next(iter(seen))].key_id)
-    held = limiter.status(key_id, 10**6, 10**9)
-    assert held.remaining_requests < 10**6  # the dead server's reservations are in the window …
-    later = limiter.status(key_id, 10**6, 10**9, now=time.time() + 61)
-    assert (later.remaining_requests, later.remaining_tokens) == (10**6, 10**9)  # … and leave it
