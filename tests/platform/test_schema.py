@@ -70,3 +70,9 @@ def test_a_new_database_is_stamped_current_and_a_pre_alembic_one_is_recognised(t
     again = Store(f"sqlite:///{tmp_path / 'new.db'}")
     assert again.schema_upgrade == ("0002", head())
     again.dispose()
+    db = sqlite3.connect(tmp_path / "new.db")  # made by create_all after idempotency, before Alembic
+    db.executescript("DROP TABLE alembic_version;")
+    db.close()
+    third = Store(f"sqlite:///{tmp_path / 'new.db'}")
+    assert third.schema_upgrade == ("0002", head())
+    third.dispose()

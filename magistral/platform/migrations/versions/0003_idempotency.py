@@ -11,6 +11,9 @@ down_revision = "0002"
 
 
 def upgrade() -> None:
+    # databases made between the table's arrival and Alembic's have it already (from create_all)
+    if "idempotent_responses" in sa.inspect(op.get_bind()).get_table_names():
+        return
     op.create_table(
         "idempotent_responses",
         sa.Column("id", sa.Integer, primary_key=True),
