@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from magistral.chat.tools import TaggedToolFormat, ToolChoice, _json_only  # noqa: E402
+from magistral.chat.tools import TaggedToolFormat, ToolChoice, json_grammar  # noqa: E402
 from magistral.engine.engine import GenerationRequest  # noqa: E402
 from magistral.engine.registry import load_model  # noqa: E402
 from magistral.engine.sampling import SamplingParams  # noqa: E402
@@ -49,7 +49,7 @@ def median_us(samples: list[float]) -> float:
 def bench_llguidance(tokenizer, schema: dict, ids: list[int], runs: int) -> tuple[float, float]:
     import llguidance as llg
 
-    lark = _json_only(schema)
+    lark = json_grammar(schema)
     lltok = tokenizer.grammar_tokenizer()
     compiles, masks = [], []
     for _ in range(runs):
@@ -121,7 +121,7 @@ def main() -> None:
     # long enough not to end within --tokens: the same number of steps, free or constrained
     endless = {"type": "array", "items": {"type": "string", "maxLength": 12}, "minItems": 500}
     tools = [{"type": "function", "function": {"name": "record", "parameters": endless}}]
-    grammars = {"json_schema": _json_only(endless),
+    grammars = {"json_schema": json_grammar(endless),
                 "tool call (required)": TaggedToolFormat().grammar(tools, ToolChoice("required"), True)}
     print(f"\n## Decode throughput in the engine ({args.tokens} tokens per sequence, "
           f"median of {args.runs})\n")

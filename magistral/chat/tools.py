@@ -97,7 +97,7 @@ class TaggedToolFormat:
         """A Lark grammar for the whole answer, or None when nothing constrains it. Text may not
         contain the trigger: once `<tool_call>` is written, a well-formed call must follow."""
         if choice.mode == "none" or not tools:
-            return _json_only(json_schema) if json_schema is not None else None
+            return json_grammar(json_schema) if json_schema is not None else None
         alternatives = " | ".join(f"fn_{i}" for i in range(len(chosen_tools(tools, choice))))
         functions = "\n".join(
             f'fn_{i}: "{{\\"name\\": \\"{function_of(t)["name"]}\\", \\"arguments\\": " '
@@ -161,7 +161,7 @@ class MistralToolFormat:
         format_ = ResponseFormat(type="text") if json_schema is None else ResponseFormat(
             type="json_schema", json_schema={"name": "answer", "schema": decoding_schema(json_schema),
                                              "strict": True})
-        mode = "required" if choice.mode == "required" else choice.mode
+        mode = choice.mode
         if json_schema is not None and mode == "required":
             mode = "auto"  # mistral-common unions a JSON answer with calls only under auto
         request = ChatCompletionRequest(
@@ -194,7 +194,9 @@ def _strict(tool: dict[str, Any]) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
-def _json_only(schema: dict[str, Any]) -> str:
+def json_grammar(schema: dict[str, Any]) -> str:
+    """A grammar whose sentences are JSON documents valid under `schema` (as decoding bounds it),
+    after at most a little leading whitespace."""
     return (f"%llguidance {{}}\nstart: WS? %json {json.dumps(decoding_schema(schema))}\n"
             "WS: /[ \\t\\r\\n]{1,8}/\n")
 

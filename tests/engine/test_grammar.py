@@ -7,7 +7,7 @@ import json
 import jsonschema
 
 from magistral.chat.tokenizer import GGUFTokenizer
-from magistral.chat.tools import TaggedToolFormat, ToolChoice, _json_only
+from magistral.chat.tools import TaggedToolFormat, ToolChoice, json_grammar
 from magistral.engine.grammar import SAFE_INTEGER, GrammarCompiler, decoding_schema
 
 
@@ -28,7 +28,7 @@ def test_decoding_schema_bounds_numbers_and_closes_objects_only_where_schemas_ar
 def test_masks_admit_exactly_the_grammar(tokenizer: GGUFTokenizer) -> None:
     compiler = GrammarCompiler(tokenizer.grammar_tokenizer)
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
-    constraint = compiler.constraint(_json_only(schema))
+    constraint = compiler.constraint(json_grammar(schema))
     text = ""
     for token in tokenizer.encode('{"a": 12}', add_bos=False):
         allowed = constraint.allowed(tokenizer.vocab_size + 7)  # a padded head: extra rows refused
@@ -37,7 +37,7 @@ def test_masks_admit_exactly_the_grammar(tokenizer: GGUFTokenizer) -> None:
         text += tokenizer.decode([token])
     assert constraint.done or constraint.allowed(tokenizer.vocab_size)[sorted(tokenizer.stop_ids)[0]]
     jsonschema.validate(json.loads(text), schema)
-    refused = compiler.constraint(_json_only(schema))
+    refused = compiler.constraint(json_grammar(schema))
     assert not refused.allowed(tokenizer.vocab_size)[tokenizer.encode("hello", add_bos=False)[0]]
 
 
