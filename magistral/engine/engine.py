@@ -14,13 +14,15 @@ import asyncio
 import queue
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from magistral.chat.tokenizer import IncrementalDecoder
-from magistral.engine.grammar import Constraint
+from magistral.engine.grammar import Constraint, MaskComputer
 from magistral.engine.prefix_cache import PrefixCache
 from magistral.engine.sampling import Sampler, SamplingParams, TokenLogprob, token_logprobs
 from magistral.engine.stops import StopMatcher
@@ -147,6 +149,8 @@ class Engine:
         self._active: list[_Sequence] = []  # index = cache slot
         self._wake = threading.Event()
         self._stopped = False
+        self._masks = MaskComputer()
+        self._mask_thread = ThreadPoolExecutor(1, thread_name_prefix="magistral-grammar")
         self._thread = threading.Thread(target=self._run, name="magistral-engine", daemon=True)
         self._thread.start()
 
@@ -188,6 +192,7 @@ class Engine:
         self._stopped = True
         self._wake.set()
         self._thread.join(timeout=5)
+        self._mask_thread.shutdown(wait=False)
 
     # --- worker thread -------------------------------------------------------------------
 
@@ -311,21 +316,34 @@ class Engine:
         # (the next prefill chunk overwrites it) so that slots stay a contiguous batch
         tokens = [[s.next_token if not s.prefilling and s.next_token is not None else 0] for s in rows]
         positions = [s.position for s in rows]
+        decoded = [(row, s) for row, s in enumerate(rows) if not s.prefilling and s.next_token is not None]
+        held = [(row, s.request.constraint) for row, s in decoded if s.request.constraint is not None]
+        # grammar masks depend only on the tokens accepted so far: computed while the model runs
+        masks = None
+        if held:
+            vocab = self.model.args.vocab_size
+            masks = self._mask_thread.submit(self._masks.compute, [c for _, c in held], vocab)
         logits = self.model(torch.tensor(tokens, dtype=torch.long), cache=self.cache.for_decode(positions),
                             positions=torch.tensor(positions))
-        decoded = [(row, s) for row, s in enumerate(rows) if not s.prefilling and s.next_token is not None]
+        last = logits[:, -1].float()
+        allowed: dict[int, bool] = {}
+        if masks is not None:  # one numpy pass per row: small torch ops here wait on OpenMP
+            scores = last.numpy()
+            for (row, _), mask in zip(held, masks.result(), strict=True):
+                np.copyto(scores[row], -np.inf, where=~mask)
+                allowed[row] = bool(mask.any())
         for _, seq in decoded:  # every position first: finishing one moves another's slot
             seq.position += 1
         for row, seq in decoded:
             if not seq.cancelled:
-                self._sample_and_accept(seq, logits[row, -1])
+                self._sample_and_accept(seq, last[row], allowed.get(row, True))
 
-    def _sample_and_accept(self, seq: _Sequence, logits: torch.Tensor) -> None:
+    def _sample_and_accept(self, seq: _Sequence, logits: torch.Tensor, any_allowed: bool) -> None:
+        """Sample from one row's float logits, where a grammar's mask is already applied."""
         constraint = seq.request.constraint
-        allowed = constraint.allowed(logits.shape[-1]) if constraint is not None else None
-        if allowed is not None and not bool(allowed.any()):
+        if not any_allowed:
             return self._finish(seq, "error", error=f"grammar failed: {constraint.failed}")
-        token = seq.sampler.sample(logits.float(), allowed)
+        token = seq.sampler.sample(logits)
         seq.sampler.observe(token)
         if constraint is not None and not constraint.accept(token):
             return self._finish(seq, "error", error=f"grammar refused token {token}: {constraint.failed}")

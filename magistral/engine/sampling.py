@@ -76,12 +76,10 @@ class Sampler:
         if self.seen is not None and token_id < self.seen.shape[0]:
             self.seen[token_id] = True
 
-    def sample(self, logits: torch.Tensor, allowed: torch.Tensor | None = None) -> int:
-        """logits: (vocab,) float32 for the next position; allowed: (vocab,) bool, the tokens a
-        grammar permits (others can never be sampled, whatever the bias or penalties)."""
+    def sample(self, logits: torch.Tensor) -> int:
+        """logits: (vocab,) float32 for the next position. Tokens a grammar forbids arrive as
+        -inf and stay so whatever the bias or penalties (finite changes), so they are never sampled."""
         p = self.params
-        if allowed is not None:
-            logits = logits.masked_fill(~allowed, float("-inf"))
         if self.bias is not None:
             logits = logits + self.bias
         if self.counts is not None:

@@ -8,7 +8,7 @@ import jsonschema
 
 from magistral.chat.tokenizer import GGUFTokenizer
 from magistral.chat.tools import TaggedToolFormat, ToolChoice, json_grammar
-from magistral.engine.grammar import SAFE_INTEGER, GrammarCompiler, decoding_schema
+from magistral.engine.grammar import SAFE_INTEGER, GrammarCompiler, MaskComputer, decoding_schema
 
 
 def test_decoding_schema_bounds_numbers_and_closes_objects_only_where_schemas_are() -> None:
@@ -39,6 +39,22 @@ def test_masks_admit_exactly_the_grammar(tokenizer: GGUFTokenizer) -> None:
     jsonschema.validate(json.loads(text), schema)
     refused = compiler.constraint(json_grammar(schema))
     assert not refused.allowed(tokenizer.vocab_size)[tokenizer.encode("hello", add_bos=False)[0]]
+
+
+def test_batched_masks_equal_each_sequences_own(tokenizer: GGUFTokenizer) -> None:
+    """The engine computes a batch's masks together, beside the forward pass: each row must be
+    exactly what that sequence's grammar allows, whatever state the others are in."""
+    compiler = GrammarCompiler(tokenizer.grammar_tokenizer)
+    schemas = [{"type": "integer"}, {"type": "array", "items": {"type": "string"}}, {"enum": ["yes", "no"]}]
+    constraints = [compiler.constraint(json_grammar(s)) for s in schemas]
+    for constraint, prefix in zip(constraints, ["12", '["a", "b', ""], strict=True):
+        assert all(constraint.accept(t) for t in tokenizer.encode(prefix, add_bos=False))
+    width = tokenizer.vocab_size + 5
+    masks = MaskComputer().compute(constraints, width)
+    assert masks.shape == (3, width) and not masks[:, -5:].any()
+    for row, constraint in enumerate(constraints):
+        assert (masks[row] == constraint.allowed(width).numpy()).all()
+    assert len({masks[row].sum() for row in range(3)}) == 3  # three different states
 
 
 def test_tool_grammar_keeps_text_free_until_the_call_marker(tokenizer: GGUFTokenizer) -> None:
