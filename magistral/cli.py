@@ -30,8 +30,8 @@ def _serve(args: argparse.Namespace) -> int:
                                replica=args.replica_id or f"{socket.gethostname()}:{args.port}",
                                enabled=not args.no_platform_for_benchmarks)
     specs = args.model or [None]
-    models = [load_model(spec, max_active=args.max_active, quantize=args.quantize, engine=args.engine)
-              for spec in specs]
+    models = [load_model(spec, max_active=args.max_active, quantize=args.quantize, engine=args.engine,
+                         chat_template=args.chat_template) for spec in specs]
     if args.embedding_model:
         embedders = [load_embedder(None if source == "default" else source)
                      for source in args.embedding_model]
@@ -91,6 +91,22 @@ def _database_url(text: str) -> str:
         print("warning: the --database-url password is visible to every local user in the process list; "
               "use $MAGISTRAL_DATABASE_URL or --database-url @FILE", file=sys.stderr)
     return text
+
+
+def _chat_template(path: str) -> str:
+    """A Jinja chat template file, read and compiled now so that a bad one stops the start."""
+    from jinja2 import TemplateError
+
+    from magistral.chat.template import ChatTemplate
+
+    try:
+        source = Path(path).read_text(encoding="utf-8")
+        ChatTemplate(source)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"cannot read {path}: {exc}") from exc
+    except TemplateError as exc:
+        raise argparse.ArgumentTypeError(f"{path} is not a valid Jinja template: {exc}") from exc
+    return source
 
 
 def _positive_int(text: str) -> int:
@@ -260,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a sentence-transformers BERT folder or zip for /v1/embeddings; repeatable "
                        "(default: the packaged all-MiniLM-L6-v2, id all-minilm-l6-v2, alias mistral-embed)")
     serve.add_argument("--no-embedding-model", action="store_true", help="serve no embedding model")
+    serve.add_argument("--chat-template", type=_chat_template, default=None, metavar="FILE",
+                       help="a Jinja chat template for GGUF models, used instead of the one the file "
+                       "carries (e.g. one that renders tools in the Hermes <tool_call> format)")
     serve.add_argument("--max-active", type=int, default=16,
                        help="sequences generated at once per model; others wait in a queue")
     serve.add_argument("--engine", choices=["native", "llamacpp"], default="native",

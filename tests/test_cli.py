@@ -57,3 +57,12 @@ def test_database_url_from_a_file_keeps_it_out_of_the_process_list(tmp_path: Pat
     assert created.stdout.startswith("mg-") and (tmp_path / "m.db").exists()
     typed = cli("keys", "list", "--database-url", "postgresql://u:s3cret@127.0.0.1:1/x", check=False)
     assert "visible to every local user" in typed.stderr and "s3cret" not in typed.stderr
+
+
+def test_a_bad_chat_template_stops_the_start_with_a_reason(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.jinja"
+    broken.write_text("{% for message in messages %}")
+    for path, says in ((broken, "not a valid Jinja template"), (tmp_path / "none.jinja", "cannot read")):
+        result = cli("serve", "--chat-template", str(path), "--database-url", f"sqlite:///{tmp_path}/m.db",
+                     check=False)
+        assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr

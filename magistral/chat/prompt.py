@@ -10,6 +10,7 @@ import torch
 from magistral.chat.messages import TOOLS, template_messages
 from magistral.chat.template import ChatTemplate
 from magistral.chat.tokenizer import GGUFTokenizer
+from magistral.chat.tools import HermesToolFormat, native_tool_format
 from magistral.engine.grammar import GrammarCompiler
 
 
@@ -48,7 +49,7 @@ class TemplatePrompter:
     def __init__(self, template: ChatTemplate, tokenizer: GGUFTokenizer, reasoning: bool = False):
         self.template, self.tokenizer, self.reasoning = template, tokenizer, reasoning
         self.fim = tokenizer.fim_ids is not None
-        self.tool_format = TOOLS
+        self.tool_format = HermesToolFormat() if native_tool_format(template.source) else TOOLS
         self.grammar = GrammarCompiler(tokenizer.grammar_tokenizer)
 
     def encode_text(self, text: str, add_special: bool = True) -> list[int]:
@@ -71,9 +72,10 @@ class TemplatePrompter:
         if messages[-1]["role"] == "assistant" and messages[-1].get("prefix"):
             prefix = messages[-1].get("content") or ""
             messages = messages[:-1]
+        native = self.tool_format.native
         rendered = self.template.render(template_messages(
             messages, add_reasoning_prompt=reasoning_prompt and self.reasoning, safe_prompt=safe_prompt,
-            tools=tools))
+            tools=tools, native_tools=native), tools=tools if native else None)
         if not isinstance(prefix, str):
             prefix = "".join(c.get("text", "") for c in prefix)
         return EncodedPrompt(ids=self.tokenizer.encode(rendered + prefix))

@@ -5,6 +5,10 @@ Two formats:
 - Mistral-family checkpoints (`MistralToolFormat`): mistral-common's, for the tokenizer's
   version: `[AVAILABLE_TOOLS]` in the prompt, `[TOOL_CALLS]name[ARGS]{...}` out (v11+), or
   `[TOOL_CALLS][{"name", "arguments"}]` (older), with mistral-common's own grammar factory.
+- Chat templates that render tools themselves and ask for Hermes-style blocks,
+  `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>` one per call (Qwen2.5, Hermes,
+  SmolLM3 and most tool-capable GGUFs: `HermesToolFormat`): the template renders tools, calls
+  and results, the model's own prompt format.
 - Every other chat template (`TaggedToolFormat`), documented in the README: the tools as JSON in
   the system prompt and calls written `<tool_call>[{"name": ..., "arguments": {...}}]</tool_call>`,
   the format SmolLM2-Instruct was trained on.
@@ -71,6 +75,7 @@ class TaggedToolFormat:
     trigger = "<tool_call>"
     end = "</tool_call>"
     supported = True
+    native = False  # the chat template knows nothing of tools: the messages carry them as text
 
     def system_prompt(self, tools: list[dict[str, Any]]) -> str:
         listed = json.dumps([{"name": f["name"], "description": f.get("description", ""),
@@ -85,7 +90,7 @@ class TaggedToolFormat:
                 "... (more calls as required)]</tool_call>")
 
     def render_calls(self, calls: list[dict[str, Any]]) -> str:
-        listed = [{"name": c["function"]["name"], "arguments": _arguments(c["function"]["arguments"])}
+        listed = [{"name": c["function"]["name"], "arguments": arguments_object(c["function"]["arguments"])}
                   for c in calls]
         return f"{self.trigger}{json.dumps(listed)}{self.end}"
 
@@ -103,7 +108,6 @@ class TaggedToolFormat:
             f'fn_{i}: "{{\\"name\\": \\"{function_of(t)["name"]}\\", \\"arguments\\": " '
             f'%json {json.dumps(_schema(t))} "}}"'
             for i, t in enumerate(chosen_tools(tools, choice)))
-        more = '(WS? "," WS? call)*' if parallel else ""
         if json_schema is not None:  # a JSON answer or calls; free text would defeat the schema
             answer = json.dumps(decoding_schema(json_schema))
             start = f'start: WS? %json {answer} | calls\ncalls: "{self.trigger}" body'
@@ -111,11 +115,15 @@ class TaggedToolFormat:
             start = f'start: calls\ncalls: "{self.trigger}" body'
         else:
             start = f'start: TEXT | calls\ncalls: trigger body\ntrigger[lazy]: TEXT "{self.trigger}"'
-        return (f"%llguidance {{}}\n{start}\n"
-                f'body: "[" WS? call {more} WS? "]" "{self.end}"\n'
+        return (f"%llguidance {{}}\n{start}\n{self._body(parallel)}\n"
                 f"call: {alternatives}\n{functions}\n"
                 f"TEXT: /(.|\\n)*/ & ~/(?s:.*){re.escape(self.trigger)}(?s:.*)/\n"
                 "WS: /[ \\t\\r\\n]{1,8}/\n")
+
+    def _body(self, parallel: bool) -> str:
+        """The grammar rule for what follows the trigger: a JSON list of calls, then the end."""
+        more = '(WS? "," WS? call)*' if parallel else ""
+        return f'body: "[" WS? call {more} WS? "]" "{self.end}"'
 
     def parse(self, text: str) -> tuple[str, list[ParsedCall]]:
         """(text before the calls, the calls). Text that is no complete call stays text."""
@@ -132,6 +140,44 @@ class TaggedToolFormat:
         if not text[end:].strip().startswith(self.end):
             return text, []
         return text[:start].strip(), calls
+
+
+class HermesToolFormat(TaggedToolFormat):
+    """`<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`, one block per call, for chat
+    templates that render tools, calls (`tool_calls`) and results (role `tool`) themselves."""
+
+    native = True
+
+    def _body(self, parallel: bool) -> str:
+        more = f'(WS? "{self.trigger}" WS? call WS? "{self.end}")*' if parallel else ""
+        return f'body: WS? call WS? "{self.end}" {more}'
+
+    def parse(self, text: str) -> tuple[str, list[ParsedCall]]:
+        start = text.find(self.trigger)
+        if start < 0:
+            return text, []
+        calls, position = [], start
+        try:
+            while position < len(text):
+                if not text.startswith(self.trigger, position):
+                    return text, []
+                body = position + len(self.trigger)
+                body += len(text[body:]) - len(text[body:].lstrip())
+                call, end = json.JSONDecoder().raw_decode(text, body)
+                calls.append(ParsedCall(call["name"], json.dumps(call["arguments"])))
+                end += len(text[end:]) - len(text[end:].lstrip())
+                if not text.startswith(self.end, end):
+                    return text, []
+                position = end + len(self.end)
+                position += len(text[position:]) - len(text[position:].lstrip())
+        except (ValueError, TypeError, KeyError):
+            return text, []
+        return text[:start].strip(), calls
+
+
+def native_tool_format(template_source: str) -> bool:
+    """Whether a chat template renders tools itself in the Hermes format."""
+    return "tools" in template_source and "<tool_call>" in template_source
 
 
 class MistralToolFormat:
@@ -201,7 +247,8 @@ def json_grammar(schema: dict[str, Any]) -> str:
             "WS: /[ \\t\\r\\n]{1,8}/\n")
 
 
-def _arguments(arguments: str | dict[str, Any]) -> Any:
+def arguments_object(arguments: str | dict[str, Any]) -> Any:
+    """A call's arguments as the object they encode (API clients send a JSON string)."""
     if isinstance(arguments, str):
         try:
             return json.loads(arguments)

@@ -99,7 +99,8 @@ class ModelRegistry:
             model.engine.shutdown()
 
 
-def _load_gguf_model(path: Path | None, max_active: int, quantize: str, engine: str) -> ServedModel:
+def _load_gguf_model(path: Path | None, max_active: int, quantize: str, engine: str,
+                     chat_template: str | None = None) -> ServedModel:
     loaded = load_gguf(path)
     meta = loaded.metadata
     tokenizer = GGUFTokenizer(meta)
@@ -110,7 +111,8 @@ def _load_gguf_model(path: Path | None, max_active: int, quantize: str, engine: 
     else:
         quantize_model(loaded.model, "int4" if quantize == "auto" else quantize)
         runner = Engine(loaded.model, tokenizer, max_active=max_active)
-    template = ChatTemplate(meta.get("tokenizer.chat_template"), tokenizer.bos_token, tokenizer.eos_token)
+    template = ChatTemplate(chat_template or meta.get("tokenizer.chat_template"), tokenizer.bos_token,
+                            tokenizer.eos_token)
     reasoning = "[THINK]" in set(meta["tokenizer.ggml.tokens"])
     is_default = path is None
     model_id = DEFAULT_MODEL_ID if is_default else loaded.path.stem.lower()
@@ -165,8 +167,9 @@ def _on_short_thread(work: Any) -> Any:
 
 
 def load_model(spec: str | None = None, *, max_active: int = 16, quantize: str = "auto",
-               engine: str = "native") -> ServedModel:
-    return _on_short_thread(lambda: _load(spec, max_active=max_active, quantize=quantize, engine=engine))
+               engine: str = "native", chat_template: str | None = None) -> ServedModel:
+    return _on_short_thread(lambda: _load(spec, max_active=max_active, quantize=quantize, engine=engine,
+                                          chat_template=chat_template))
 
 
 def load_embedder(source: str | None = None) -> EmbeddingModel:
@@ -175,19 +178,21 @@ def load_embedder(source: str | None = None) -> EmbeddingModel:
     return _on_short_thread(lambda: load_embedding_model(source))
 
 
-def _load(spec: str | None, *, max_active: int, quantize: str, engine: str) -> ServedModel:
+def _load(spec: str | None, *, max_active: int, quantize: str, engine: str,
+          chat_template: str | None = None) -> ServedModel:
     """`spec`: None or the default id for the embedded SmolLM2; a .gguf file; or a folder with a
     Hugging Face (config.json) or Mistral (params.json) checkpoint and its tekken.json.
     `quantize`: none | bf16 | int4 | auto (int4 for GGUF files, whose weights are 4-bit already;
-    none, i.e. fp32, for safetensors checkpoints). `engine`: native, or llamacpp (GGUF files only)."""
+    none, i.e. fp32, for safetensors checkpoints). `engine`: native, or llamacpp (GGUF files only).
+    `chat_template`: Jinja source replacing a GGUF file's own (Mistral checkpoints use mistral-common)."""
     torch.set_grad_enabled(False)
     if spec in (None, "", DEFAULT_MODEL_ID, "default"):
-        return _load_gguf_model(None, max_active, quantize, engine)
+        return _load_gguf_model(None, max_active, quantize, engine, chat_template)
     path = Path(spec)
     if path.is_dir():
         if engine != "native":
             raise ValueError(f"--engine {engine} serves GGUF files only; {spec} is a checkpoint folder")
         return _load_mistral_model(path, max_active, quantize)
     if path.suffix == ".gguf" and path.is_file():
-        return _load_gguf_model(path, max_active, quantize, engine)
+        return _load_gguf_model(path, max_active, quantize, engine, chat_template)
     raise FileNotFoundError(f"--model {spec}: not a .gguf file or a checkpoint folder")

@@ -1,15 +1,19 @@
 """Function calling through the real server with the official SDKs: the default model (our
-documented tagged format) and a tiny Mistral-family checkpoint (mistral-common's format)."""
+documented tagged format), the same model under a chat template that renders tools itself
+(Hermes `<tool_call>` blocks, as Qwen2.5's does), and a tiny Mistral-family checkpoint
+(mistral-common's format)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
 
-from tests.conftest import Server
+from tests.conftest import Server, start_server, stop_server
 
 MODEL = "smollm2-135m-instruct"
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 30},
@@ -46,6 +50,42 @@ def test_forced_calls_are_valid_calls(server: Server, tool_choice: Any) -> None:
         _valid(call["function"]["name"], call["function"]["arguments"])
     if isinstance(tool_choice, dict):
         assert {c["function"]["name"] for c in calls} == {"add"}
+
+
+@pytest.fixture(scope="module")
+def hermes_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    template = Path(__file__).parents[1] / "data" / "hermes_tools.jinja"
+    srv = start_server(tmp_path_factory.mktemp("hermes"), "--chat-template", str(template),
+                       "--no-embedding-model", "--max-active", "4")
+    yield srv
+    stop_server(srv)
+
+
+def test_a_template_that_renders_tools_gets_calls_in_its_own_format(hermes_server: Server) -> None:
+    """The template's own prompt goes in, its `<tool_call>` blocks come out as tool_calls, whole
+    and streamed, and the turn with the tool's result is rendered by the template too."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{hermes_server.base_url}/v1", api_key=hermes_server.key, max_retries=0)
+    response = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required",
+                                              temperature=0, max_tokens=200)
+    choice = response.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
+    for call in choice.message.tool_calls:
+        _valid(call.function.name, call.function.arguments)
+    streamed = client.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required",
+                                              temperature=0, max_tokens=200, stream=True)
+    deltas = [c.choices[0].delta for c in streamed if c.choices]
+    calls = [t for d in deltas for t in d.tool_calls or []]
+    assert [(c.function.name, c.function.arguments) for c in calls] == [
+        (c.function.name, c.function.arguments) for c in choice.message.tool_calls]
+    first = choice.message.tool_calls[0]
+    follow_up = [*ASK, choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": first.id, "content": "18 degrees"}]
+    answer = client.chat.completions.create(model=MODEL, messages=follow_up, tools=TOOLS, tool_choice="none",
+                                            max_tokens=20, temperature=0)
+    assert answer.choices[0].finish_reason in ("stop", "length") and answer.choices[0].message.content
+    assert answer.usage.prompt_tokens > response.usage.prompt_tokens  # the call and result are in it
 
 
 def test_openai_sdk_tool_round_trip(openai_client) -> None:
