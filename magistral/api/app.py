@@ -19,6 +19,7 @@ from magistral.api.routes import chat, completions, embeddings, fim, models, tok
 from magistral.chat.images import ImagePolicy
 from magistral.engine.registry import ModelRegistry
 from magistral.platform.gateway import Platform
+from magistral.platform.ratelimit import LimiterUnavailable
 from magistral.platform.store import StorageUnavailable
 
 RATE_LIMIT_HEADERS = [f"x-ratelimit-{kind}-{what}-minute" for kind in ("limit", "remaining")
@@ -142,9 +143,14 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
         state = {"status": "ok", "models": [m.id for m in models],
                  "active_sequences": sum(m.engine.active_count for m in models),
                  "queued_sequences": sum(m.engine.queued_count for m in models)}
+
+        def check() -> None:
+            request.app.state.store.check_reachable()
+            request.app.state.platform.limiter.check()
+
         try:
-            request.app.state.store.check_writable()
-        except StorageUnavailable as exc:  # a load balancer takes this replica out
+            await asyncio.to_thread(check)
+        except (StorageUnavailable, LimiterUnavailable) as exc:  # a load balancer takes this replica out
             return JSONResponse({**state, "status": "unavailable", "problem": str(exc)}, status_code=503)
         return state
 

@@ -18,8 +18,9 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import bindparam, insert, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 
-from magistral.platform.store import Store, UsageDaily, UsageRecord, utcnow
+from magistral.platform.store import StorageUnavailable, Store, UsageDaily, UsageRecord, utcnow
 
 log = logging.getLogger("magistral.metering")
 IN_PROGRESS = "in_progress"
@@ -136,22 +137,31 @@ class UsageJournal:
                 updates.append({"rid": usage.request_id, "completion_tokens": usage.completion_tokens,
                                 "status": usage.status, "latency_ms": usage.latency_ms})
                 totals[2] += usage.completion_tokens - before.completion_tokens
-        if self._connection is None:
-            self._connection = self.store.engine.connect()
-        try:
-            with self._connection.begin():
-                if new_rows:
-                    self._connection.execute(insert(UsageRecord), new_rows)
-                if updates:
-                    self._connection.execute(_UPDATE_ROW, updates)
-                self._connection.execute(self._upsert, [
-                    {"account_id": account, "key_id": key, "model": model, "day": day, "requests": requests,
-                     "prompt": prompt, "completion": completion}
-                    for (account, key, model, day), (requests, prompt, completion) in daily.items()])
-        except Exception:
-            self._connection.close()  # a fresh connection next round
-            self._connection = None
-            raise
+        for attempt in (1, 2):
+            if self._connection is None:
+                self._connection = self.store.engine.connect()
+            try:
+                with self._connection.begin():
+                    if new_rows:
+                        self._connection.execute(insert(UsageRecord), new_rows)
+                    if updates:
+                        self._connection.execute(_UPDATE_ROW, updates)
+                    self._connection.execute(self._upsert, [
+                        {"account_id": account, "key_id": key, "model": model, "day": day,
+                         "requests": requests, "prompt": prompt, "completion": completion}
+                        for (account, key, model, day), (requests, prompt, completion) in daily.items()])
+                break
+            except DBAPIError as exc:
+                self._connection.close()  # a fresh connection next time
+                self._connection = None
+                # the database server restarted since this connection was opened: the round's
+                # transaction never began there, so it is safe to run it once more
+                if not exc.connection_invalidated or attempt == 2:
+                    raise
+            except Exception:
+                self._connection.close()
+                self._connection = None
+                raise
         for usage in latest.values():
             if usage.final:
                 self._committed.pop(usage.request_id, None)
@@ -170,7 +180,8 @@ def _resolve(done: asyncio.Future, error: BaseException | None) -> None:
     if error is None:
         done.set_result(None)
     else:
-        done.set_exception(RuntimeError(f"usage could not be recorded: {error}"))
+        # a 503 for a whole answer: it is not sent, as it could not be billed
+        done.set_exception(StorageUnavailable(f"usage could not be recorded: {error}"))
 
 
 def _upsert_daily(dialect: str):

@@ -51,6 +51,9 @@ class RateLimiter(Protocol):
 
     def status(self, key_id: int, rpm: int, tpm: int, now: float | None = None) -> Decision: ...
 
+    def check(self) -> None:
+        """Raise LimiterUnavailable when admission would fail (for /health)."""
+
 
 def _refusal(entries: list[tuple[float, int]], rpm: int, tpm: int, tokens: int, now: float,
              window: float) -> Decision | None:
@@ -71,6 +74,9 @@ def _refusal(entries: list[tuple[float, int]], rpm: int, tpm: int, tokens: int, 
 
 
 class MemoryRateLimiter:
+    def check(self) -> None:
+        """In this process: always available."""
+
     def __init__(self, window: float = WINDOW_S):
         self.window = window
         self._keys: dict[int, OrderedDict[str, list]] = {}
@@ -177,6 +183,13 @@ class RedisRateLimiter:
         self.namespace, self.window = namespace, window
         self._acquire = self.client.register_script(_ACQUIRE)
         self._settle = self.client.register_script(_SETTLE)
+
+    def check(self) -> None:
+        try:
+            self.client.ping()
+        except self._errors as exc:
+            raise LimiterUnavailable(f"the rate limiter (Redis) is unreachable: {type(exc).__name__}") \
+                from exc
 
     def _keys(self, key_id: int) -> list[str]:
         base = f"{self.namespace}:ratelimit:{key_id}"

@@ -26,8 +26,10 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 log = logging.getLogger("magistral.store")
@@ -134,7 +136,7 @@ class IdempotentResponse(Base):
 
 class StorageUnavailable(RuntimeError):
     """The database can no longer be trusted with writes (its file vanished, was replaced or
-    became read-only): requests are refused with 503 until an operator looks."""
+    became read-only, or its server cannot be reached): requests are refused with 503."""
 
 
 class Store:
@@ -148,6 +150,8 @@ class Store:
         self._identity = _identity(self._file) if self._file else None
         self._checked_at, self._problem = 0.0, None
         pool = {} if url.startswith("sqlite") else {"pool_size": 20, "max_overflow": 20}
+        if url.startswith("postgresql"):  # a server that went silent must not hold requests forever
+            pool["connect_args"] = {"connect_timeout": 5}
         self.engine: Engine = create_engine(url, pool_pre_ping=True, **pool)
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -173,6 +177,19 @@ class Store:
                 log.error("storage: %s; refusing requests until it is fixed", self._problem)
         if self._problem:
             raise StorageUnavailable(self._problem)
+
+    def check_reachable(self) -> None:
+        """check_writable, and for a database server one round trip (`SELECT 1`): /health says
+        503 while PostgreSQL is down, so a load balancer sends requests to other replicas."""
+        self.check_writable()
+        if self._file is not None:
+            return
+        try:
+            with self.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            cause = getattr(exc, "orig", None) or exc
+            raise StorageUnavailable(f"the database cannot be reached ({type(cause).__name__})") from exc
 
     def usage_count(self) -> int:
         with self.session() as s:

@@ -1,6 +1,7 @@
-"""Load and chaos on one server with SQLite: many concurrent streams of mixed lengths end
-without errors and are each billed exactly once, memory stays flat; a SIGKILL mid-stream
-leaves every token a client saw billed. (`python bench/soak.py` runs the long version.)"""
+"""Load and chaos on one server: many concurrent streams of mixed lengths end without errors
+and are each billed exactly once, memory stays flat; a SIGKILL mid-stream leaves every token a
+client saw billed, on SQLite and on PostgreSQL. (`python bench/soak.py` runs the long version;
+tests/platform/test_chaos.py restarts PostgreSQL and Redis under load.)"""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from sqlalchemy import select
 
 from magistral.platform.store import Store, UsageRecord
 from tests.conftest import Server, new_account, new_key, start_server, stop_server
+from tests.platform.services import PrivatePostgres
 
 MODEL = "smollm2-135m-instruct"
 TOPICS = ["the sea", "a city at night", "bread", "mountains", "a old clock", "rain", "trains", "music"]
@@ -104,8 +106,19 @@ def test_many_concurrent_streams_end_cleanly_and_are_billed_once(soak_server: Se
     assert max(result.rss_mb[1:]) < warm + 150, result.rss_mb  # flat after the first wave
 
 
-def test_sigkill_mid_stream_on_sqlite_bills_every_token_clients_saw(tmp_path: Path) -> None:
-    server = start_server(tmp_path, "--no-embedding-model", "--replica-id", "doomed")
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_sigkill_mid_stream_bills_every_token_clients_saw(tmp_path: Path, database: str) -> None:
+    postgres = PrivatePostgres() if database == "postgresql" else None
+    try:
+        _sigkill_mid_stream(tmp_path, postgres.url if postgres else None)
+    finally:
+        if postgres is not None:
+            postgres.close()
+
+
+def _sigkill_mid_stream(tmp_path: Path, database_url: str | None) -> None:
+    server = start_server(tmp_path, "--no-embedding-model", "--replica-id", "doomed",
+                          database_url=database_url)
     seen: dict[str, int] = {}
     lock, started = threading.Lock(), threading.Barrier(9)
 
@@ -141,7 +154,7 @@ def test_sigkill_mid_stream_on_sqlite_bills_every_token_clients_saw(tmp_path: Pa
     for request_id, chunks in seen.items():
         assert chunks <= rows[request_id][1] <= chunks + 3
     restarted = start_server(tmp_path, "--no-embedding-model", "--replica-id", "doomed",
-                             key=server.key)
+                             database_url=database_url, key=server.key)
     try:
         assert {status for *_, status in billed_rows(server.database_url, set(seen)).values()} == \
             {"interrupted"}  # closed at restart, tokens kept
