@@ -37,3 +37,16 @@ def test_incremental_decoder_holds_back_partial_characters(tokenizer: GGUFTokeni
     assert "".join(deltas) == text
     assert all("\ufffd" not in d for d in deltas)
     assert "" in deltas  # at least one token ended mid-character and was held back
+
+
+def test_a_truncated_tekken_is_a_valid_byte_level_bpe(tmp_path) -> None:
+    from magistral.chat.mistral_prompt import MistralPrompter
+    from magistral.chat.tekken import write_v13_tekken
+
+    write_v13_tekken(tmp_path / "tekken.json", ranks=2048)
+    prompter = MistralPrompter(tmp_path / "tekken.json")
+    inner = prompter.mistral.instruct_tokenizer.tokenizer
+    assert inner.n_words == 1000 + 2048 and prompter.reasoning
+    text = "Zürich: A=3 B=7, ∑ 10 ✓"
+    ids = prompter.encode_text(text, add_special=False)
+    assert max(ids) < inner.n_words and inner.decode(ids) == text  # any text, small ids
