@@ -126,6 +126,12 @@ class MistralPrompter:
         except (MistralCommonException, NotImplementedError, AttributeError):
             self.fim = False
 
+    def drop_images(self) -> None:
+        """Serve text only: a text-only checkpoint may ship its family's shared tokenizer, whose
+        tekken.json has an image section; images are then refused (400), text is served."""
+        self.mistral.instruct_tokenizer.image_encoder = None
+        self.vision = False
+
     @property
     def max_image_tokens(self) -> int:
         """An image's tokens at the largest size: a grid of merged patches, a break per row."""

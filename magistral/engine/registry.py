@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from magistral.engine.embedder import EmbeddingModel, load_embedding_model
 from magistral.engine.engine import Engine
 from magistral.model.load import load_gguf
 from magistral.model.quantize import quantize_model
+
+log = logging.getLogger("magistral.registry")
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
 DEFAULT_ALIASES = ["magistral-medium-latest"]
@@ -134,8 +137,10 @@ def _load_mistral_model(folder: Path, max_active: int, quantize: str) -> ServedM
     model, _ = load_hf(folder) if (folder / "config.json").is_file() else load_consolidated(folder)
     quantize_model(model, "none" if quantize == "auto" else quantize)
     prompter = MistralPrompter(tekken)
-    if prompter.vision and model.args.vision is None:
-        raise ValueError(f"{folder}: tokenizer has an image config but the model has no vision encoder")
+    if prompter.vision and model.args.vision is None:  # a family's shared tokenizer: serve text
+        log.info("%s: the tokenizer has an image section but the model no vision encoder; "
+                 "serving text only", folder)
+        prompter.drop_images()
     vision = model.args.vision
     return ServedModel(
         id=folder.name.lower(), engine=Engine(model, prompter.tokenizer, max_active=max_active),
