@@ -29,9 +29,19 @@ def _serve(args: argparse.Namespace) -> int:
     platform = Platform.create(store, redis_url=args.redis_url, config=config, namespace=args.redis_namespace,
                                replica=args.replica_id or f"{socket.gethostname()}:{args.port}",
                                enabled=not args.no_platform_for_benchmarks)
-    specs = args.model or [None]
+    specs = args.model or ([] if args.upstream else [None])  # only upstreams: no local model
     models = [load_model(spec, max_active=args.max_active, quantize=args.quantize, engine=args.engine,
                          chat_template=args.chat_template) for spec in specs]
+    if args.upstream:
+        from magistral.engine.backends.upstream import parse_upstreams, upstream_model
+
+        try:
+            pools = parse_upstreams(args.upstream, args.upstream_key)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        models += [upstream_model(name, upstreams, platform.metrics.registry, timeout=args.upstream_timeout)
+                   for name, upstreams in pools.items()]
     if args.embedding_model:
         embedders = [load_embedder(None if source == "default" else source)
                      for source in args.embedding_model]
@@ -272,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model", action="append",
                        help="a .gguf file or a checkpoint folder (HF config.json or Mistral params.json, "
                        "with tekken.json); repeatable (default: the embedded SmolLM2-135M-Instruct)")
+    serve.add_argument("--upstream", action="append", default=None, metavar="NAME=URL",
+                       help="serve model NAME by forwarding to an OpenAI-compatible server (vLLM, SGLang, "
+                       "llama.cpp's server, another magistral); repeat a NAME with other URLs for a pool")
+    serve.add_argument("--upstream-key", action="append", default=None, metavar="[NAME=]KEY",
+                       help="the Bearer key the upstreams (or NAME's) expect, or @FILE that holds it "
+                       "(a key on the command line is visible to every local user); repeatable")
+    serve.add_argument("--upstream-timeout", type=float, default=120.0,
+                       help="seconds to wait for an upstream's next chunk before the request fails")
     serve.add_argument("--embedding-model", action="append",
                        help="a sentence-transformers BERT folder or zip for /v1/embeddings; repeatable "
                        "(default: the packaged all-MiniLM-L6-v2, id all-minilm-l6-v2, alias mistral-embed)")

@@ -35,7 +35,13 @@ def sampling(model: ServedModel, temperature: float | None, top_p: float, max_to
 
 
 def check_sampling_options(req: Any, model: ServedModel) -> None:
-    """logit_bias names tokens of this model's vocabulary."""
+    """logit_bias names tokens of this model's vocabulary; upstream models (whose vocabulary is
+    the upstream's) take neither logit_bias nor logprobs."""
+    if getattr(model.prompter, "upstream", False):
+        for name in ("logit_bias", "logprobs"):
+            if getattr(req, name, None):
+                raise APIError(400, f"{name} is not available for model '{model.id}', which is served "
+                               "by an upstream server", param=name)
     vocab = model.tokenizer.vocab_size
     outside = [t for t in (req.logit_bias or {}) if not 0 <= t < vocab]
     if outside:
@@ -62,6 +68,16 @@ def find_model(request: Request, name: str) -> ServedModel:
     return model
 
 
+def find_local_model(request: Request, name: str, route: str) -> ServedModel:
+    """find_model for routes that work on token ids: upstream models (which see only chat
+    requests, in their own vocabulary) are refused by name."""
+    model = find_model(request, name)
+    if getattr(model.prompter, "upstream", False):
+        raise APIError(400, f"Model '{model.id}' is served by an upstream server: it answers "
+                       f"/v1/chat/completions only, not {route}", param="model")
+    return model
+
+
 @dataclass
 class Choice:
     text: str = ""
@@ -80,6 +96,8 @@ async def _run_one(call: MeteredCall, model: ServedModel, request: GenerationReq
             choice.logprobs += output.logprobs
             if output.prompt_logprobs is not None:
                 choice.prompt_logprobs = output.prompt_logprobs
+            if output.prompt_tokens is not None:  # an upstream's own count replaces our estimate
+                call.prompt_tokens = output.prompt_tokens
             if output.finish_reason:
                 choice.finish_reason = output.finish_reason
             if output.error:
@@ -147,6 +165,8 @@ async def metered_streams(call: MeteredCall, model: ServedModel, requests: list[
                 if isinstance(item, Exception):
                     raise item
                 tokens[index] = item.completion_tokens
+                if item.prompt_tokens is not None:  # an upstream's own count replaces our estimate
+                    call.prompt_tokens = item.prompt_tokens
                 if item.error:
                     log.error("request %s: engine error: %s", call.id, item.error)
                 if item.finish_reason:

@@ -108,6 +108,19 @@ def output_plan(req: ChatCompletionRequest, model: ServedModel) -> OutputPlan:
     return plan
 
 
+def upstream_fields(req: ChatCompletionRequest) -> dict[str, Any]:
+    """What an upstream server needs to constrain its own output, in OpenAI's names."""
+    fields: dict[str, Any] = {}
+    if req.tools:
+        choice = req.tool_choice
+        fields["tool_choice"] = "required" if choice == "any" else \
+            choice if isinstance(choice, str) else choice.model_dump(exclude_none=True)
+        fields["parallel_tool_calls"] = req.parallel_tool_calls
+    if req.response_format is not None:
+        fields["response_format"] = req.response_format.model_dump(exclude_none=True, by_alias=True)
+    return fields
+
+
 async def constraints(plan: OutputPlan, model: ServedModel, n: int) -> list[Constraint | None]:
     """One grammar state per choice, or Nones when the output is free."""
     try:

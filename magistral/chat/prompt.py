@@ -18,6 +18,7 @@ from magistral.engine.grammar import GrammarCompiler
 class EncodedPrompt:
     ids: list[int]
     images: list[torch.Tensor] = field(default_factory=list)  # (3, H, W) each, in prompt order
+    chat: dict[str, Any] | None = None  # upstream models: the OpenAI-shaped request to forward
 
 
 class Prompter(Protocol):

@@ -16,7 +16,7 @@ import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -66,6 +66,7 @@ class GenerationRequest:
     images: list[torch.Tensor] = field(default_factory=list)  # for the [IMG] positions, in order
     prompt_logprobs: int | None = None  # k: every prompt token's logprob (+ top k), computed in full
     constraint: Constraint | None = None  # a grammar the output must follow (tools, JSON)
+    chat: dict[str, Any] | None = None  # upstream engines: the chat request they forward
 
 
 @dataclass
@@ -78,6 +79,7 @@ class GenerationOutput:
     cached_tokens: int = 0  # prompt tokens served from the prefix cache
     logprobs: list[TokenLogprob] = field(default_factory=list)  # of the tokens since the last output
     prompt_logprobs: list[TokenLogprob | None] | None = None  # on the first output; None for token 0
+    prompt_tokens: int | None = None  # upstream engines: the upstream's own count, on the last output
 
 
 @dataclass

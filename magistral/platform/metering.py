@@ -134,8 +134,11 @@ class UsageJournal:
                 totals[1] += usage.prompt_tokens
                 totals[2] += usage.completion_tokens
             else:
-                updates.append({"rid": usage.request_id, "completion_tokens": usage.completion_tokens,
-                                "status": usage.status, "latency_ms": usage.latency_ms})
+                # the prompt's count may be corrected at the end (an upstream's own count)
+                updates.append({"rid": usage.request_id, "prompt_tokens": usage.prompt_tokens,
+                                "completion_tokens": usage.completion_tokens, "status": usage.status,
+                                "latency_ms": usage.latency_ms})
+                totals[1] += usage.prompt_tokens - before.prompt_tokens
                 totals[2] += usage.completion_tokens - before.completion_tokens
         for attempt in (1, 2):
             if self._connection is None:
@@ -170,7 +173,8 @@ class UsageJournal:
 
 
 _UPDATE_ROW = (update(UsageRecord).where(UsageRecord.request_id == bindparam("rid"))
-               .values(completion_tokens=bindparam("completion_tokens"), status=bindparam("status"),
+               .values(prompt_tokens=bindparam("prompt_tokens"),
+                       completion_tokens=bindparam("completion_tokens"), status=bindparam("status"),
                        latency_ms=bindparam("latency_ms")))
 
 

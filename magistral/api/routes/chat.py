@@ -28,7 +28,7 @@ from magistral.api.serving import (
     sampling,
 )
 from magistral.api.streaming import DONE, SSE_HEADERS, chunk
-from magistral.api.structured import OutputPlan, constraints, output_plan
+from magistral.api.structured import OutputPlan, constraints, output_plan, upstream_fields
 from magistral.api.validation import check_capabilities, check_message_order
 from magistral.chat.images import ImageError, load_image
 from magistral.chat.prompt import EncodedPrompt
@@ -160,8 +160,9 @@ async def chat_completions(req: ChatCompletionRequest, request: Request,
     prep = await _prepare(req, request, key)
     model, prompt, call = prep.model, prep.prompt, prep.call
     seeds = [None if req.random_seed is None else req.random_seed + i for i in range(req.n)]
+    chat = {**prompt.chat, **upstream_fields(req)} if prompt.chat is not None else None
     generations = [GenerationRequest(prompt.ids, _sampling(req, model, seed), prompt.images,
-                                     constraint=grammar)
+                                     constraint=grammar, chat=chat)
                    for seed, grammar in zip(seeds, prep.grammars, strict=True)]
     if req.stream:
         return StreamingResponse(_stream(call, prep, generations, req.logprobs),

@@ -21,7 +21,7 @@ from magistral.api.serving import (
     Choice,
     check_prompt,
     check_sampling_options,
-    find_model,
+    find_local_model,
     generate_all,
     metered_streams,
     sampling,
@@ -95,7 +95,7 @@ async def _prompts(req: CompletionRequest, model: ServedModel) -> list[list[int]
 
 @router.post("/v1/completions")
 async def completions(req: CompletionRequest, request: Request, key: KeyInfo = Depends(require_key)) -> Any:
-    model = find_model(request, req.model)
+    model = find_local_model(request, req.model, "/v1/completions")
     if req.best_of is not None and req.best_of != req.n:
         raise APIError(400, "best_of is not supported (use n)", param="best_of")
     check_sampling_options(req, model)

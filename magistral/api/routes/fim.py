@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from magistral.api.auth import require_key
 from magistral.api.errors import APIError
 from magistral.api.schemas import NullIsDefault
-from magistral.api.serving import check_prompt, find_model, generate_all, metered_stream, sampling
+from magistral.api.serving import check_prompt, find_local_model, generate_all, metered_stream, sampling
 from magistral.api.streaming import DONE, SSE_HEADERS, chunk
 from magistral.engine.engine import GenerationRequest
 from magistral.engine.registry import ServedModel
@@ -42,7 +42,7 @@ class FIMRequest(NullIsDefault):
 
 @router.post("/v1/fim/completions")
 async def fim_completions(req: FIMRequest, request: Request, key: KeyInfo = Depends(require_key)) -> Any:
-    model = find_model(request, req.model)
+    model = find_local_model(request, req.model, "/v1/fim/completions")
     if not model.fim:
         raise APIError(400, f"Model '{model.id}' does not support fill-in-the-middle (its tokenizer has no "
                        "FIM tokens); see capabilities.completion_fim in /v1/models", param="model")

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from magistral.api.auth import require_key
 from magistral.api.errors import APIError
 from magistral.api.schemas import NullIsDefault
-from magistral.api.serving import find_model
+from magistral.api.serving import find_local_model
 from magistral.engine.registry import ServedModel
 
 router = APIRouter(dependencies=[Depends(require_key)])
@@ -33,11 +33,11 @@ class DetokenizeRequest(NullIsDefault):
 
 def _model(request: Request, name: str | None) -> ServedModel:
     if name is None:
-        models = request.app.state.registry.models
+        models = [m for m in request.app.state.registry.models if not getattr(m.prompter, "upstream", False)]
         if not models:
             raise APIError(404, "No generating model is served", param="model", code="model_not_found")
         return models[0]
-    return find_model(request, name)
+    return find_local_model(request, name, "the tokenizer routes")
 
 
 @router.get("/tokenizer_info")
