@@ -1,0 +1,3 @@
+module github.com/magistral/magistral-go
+
+go 1.19
