@@ -256,6 +256,16 @@ def _chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from magistral.train.sft import SFTConfig, train
+
+    config = SFTConfig(out=Path(args.out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                       seed=args.seed, minutes=args.minutes, resume=args.resume, eval_every=args.eval_every,
+                       eval_size=args.eval_size)
+    print(f"model: {train(config)}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from magistral.evals.command import run
 
@@ -375,6 +385,21 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-tokens", type=int, default=512)
     chat.add_argument("--temperature", type=float, default=None)
     chat.set_defaults(func=_chat)
+
+    training = sub.add_parser("train", help="train magistral-mini, the chart-reading vision reasoner")
+    stages = training.add_subparsers(dest="stage", required=True)
+    sft = stages.add_parser("sft", help="supervised fine-tuning on generated charts with reasoning traces")
+    sft.add_argument("--out", required=True, help="run folder: checkpoint, log, plot, and model/ at the end")
+    sft.add_argument("--steps", type=_positive_int, default=3000)
+    sft.add_argument("--batch-size", type=_positive_int, default=16)
+    sft.add_argument("--lr", type=float, default=2e-3)
+    sft.add_argument("--seed", type=int, default=0)
+    sft.add_argument("--minutes", type=float, default=None, help="stop (checkpoint, export) after this long")
+    sft.add_argument("--eval-every", type=int, default=500,
+                     help="steps between held-out evaluations (0: none)")
+    sft.add_argument("--eval-size", type=_positive_int, default=48)
+    sft.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    sft.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="run benchmarks against any compatible endpoint")
     from magistral.evals.command import add_arguments
