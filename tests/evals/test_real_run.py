@@ -51,19 +51,21 @@ def test_eval_cli_runs_code_and_image_tasks_and_rebuilds_reports(server: Server,
     cli("eval", "humaneval", "--base-url", server.base_url, "--api-key", server.key, "--limit", "3",
         "--max-tokens", "96", "--out", str(out), "--no-progress")
     image = DATA / "scienceqa" / "images" / "test" / "5" / "image.png"
-    cli("eval", "scienceqa,puzzlevqa,latency", "--base-url", vision_server.base_url, "--api-key",
+    cli("eval", "scienceqa,puzzlevqa,charts,latency", "--base-url", vision_server.base_url, "--api-key",
         vision_server.key, "--model", "tiny-mistral3", "--data-dir", str(DATA), "--limit", "4",
         "--max-tokens", "8", "--out", str(out), "--latency-levels", "1,2", "--latency-rounds", "1",
         "--image", str(image))
     report = json.loads((out / "report.json").read_text())
     tasks = {t["task"]: t for t in report["tasks"]}
-    assert set(tasks) == {"humaneval", "scienceqa", "puzzlevqa"}
+    assert set(tasks) == {"humaneval", "scienceqa", "puzzlevqa", "charts"}
     for task in tasks.values():
         assert len(task["items"]) in (3, 4) and not any(item["error"] for item in task["items"])
     assert all(item["answer"] for item in tasks["humaneval"]["items"])  # each ran in the sandbox
     assert tasks["scienceqa"]["data"].startswith("ScienceQA")
     assert set(report["latency"]) == {"text", "image"}
     assert len(tasks["puzzlevqa"]["by_group"]) == 4  # the limit spreads over puzzle kinds
+    assert set(tasks["charts"]["by_group"]) == {"value", "tallest", "shortest", "sum"}  # generated, by kind
+    assert tasks["charts"]["data"].startswith("generated")
     for name in ("report.md", "scienceqa.png", "puzzlevqa.png", "latency_text.png", "latency_image.png"):
         (out / name).unlink()
     assert cli("eval", "report", str(out)).stdout.strip() == str(out)
