@@ -128,14 +128,14 @@ def _load_gguf_model(path: Path | None, max_active: int, quantize: str, engine: 
 
 def _load_mistral_model(folder: Path, max_active: int, quantize: str) -> ServedModel:
     from magistral.chat.mistral_prompt import MistralPrompter
-    from magistral.model.checkpoints import load_consolidated, load_hf
+    from magistral.model.checkpoints import load_checkpoint
 
     tekken = folder / "tekken.json"
     if not tekken.is_file():
         raise FileNotFoundError(f"{folder} has no tekken.json: Mistral-family checkpoints are served "
                                 "with their mistral-common tokenizer")
-    model, _ = load_hf(folder) if (folder / "config.json").is_file() else load_consolidated(folder)
-    quantize_model(model, "none" if quantize == "auto" else quantize)
+    # quantised block by block while loading: a 24B checkpoint never exists whole in fp32
+    model, _ = load_checkpoint(folder, quantize="none" if quantize == "auto" else quantize)
     prompter = MistralPrompter(tekken)
     if prompter.vision and model.args.vision is None:  # a family's shared tokenizer: serve text
         log.info("%s: the tokenizer has an image section but the model no vision encoder; "

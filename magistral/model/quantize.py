@@ -18,25 +18,41 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from magistral.model.layers import Attention, FeedForward
+from magistral.model.layers import Attention, FeedForward, TransformerBlock
 from magistral.model.transformer import Transformer
 
 GROUP = 32
 INT4_MAX_ROWS = 8  # above this many input rows the bf16 matmul is faster here
 INT8_MAX_ROWS = 4  # the same crossover for the int8 kernel
+CHUNK = 1 << 22  # weights quantised at a time: fp32 temporaries of 16 MB, whatever the matrix
+
+
+def _chunk_rows(in_features: int) -> int:
+    return max(16, CHUNK // in_features // 16 * 16)  # a multiple of 16, as int4 packing needs
 
 
 def quantize_int4(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor]:
-    """(out, in) float → packed int4 weight and (in/group, out, 2) bf16 scales and zeros."""
+    """(out, in) float → packed int4 weight and (in/group, out, 2) bf16 scales and zeros.
+    Quantised a few rows at a time (every step is per row), so the fp32 temporaries of a large
+    matrix take tens of MB, not several times its size, while a checkpoint streams in."""
     out_features, in_features = weight.shape
-    w = weight.float().reshape(out_features, in_features // group, group)
-    low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
-    scale = ((high - low) / 15).clamp(min=1e-8)
-    q = ((w - low) / scale).round().clamp(0, 15).to(torch.int32).reshape(out_features, in_features)
-    zero = low + 8 * scale  # the kernel computes (q - 8) * scale + zero
-    scales_and_zeros = torch.stack([scale.squeeze(-1), zero.squeeze(-1)], -1).transpose(0, 1)
-    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)
-    return packed, scales_and_zeros.contiguous().to(torch.bfloat16)
+    step = _chunk_rows(in_features)
+    packed = torch.empty(0, dtype=torch.uint8)
+    scales_and_zeros = torch.empty(in_features // group, out_features, 2, dtype=torch.bfloat16)
+    for start in range(0, out_features, step):
+        rows = weight[start:start + step]
+        w = rows.float().reshape(rows.shape[0], in_features // group, group)
+        low, high = w.amin(-1, keepdim=True), w.amax(-1, keepdim=True)
+        scale = ((high - low) / 15).clamp(min=1e-8)
+        q = ((w - low) / scale).round().clamp(0, 15).to(torch.int32).reshape(rows.shape[0], in_features)
+        zero = low + 8 * scale  # the kernel computes (q - 8) * scale + zero
+        scales_and_zeros[:, start:start + rows.shape[0]] = torch.stack(
+            [scale.squeeze(-1), zero.squeeze(-1)], -1).transpose(0, 1)
+        chunk = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 2)  # rows are packed apart
+        if start == 0:
+            packed = torch.empty(out_features, *chunk.shape[1:], dtype=chunk.dtype)
+        packed[start:start + rows.shape[0]] = chunk
+    return packed, scales_and_zeros
 
 
 class Int4Linear(nn.Module):
@@ -68,8 +84,14 @@ class Int8Linear(nn.Module):
     def __init__(self, weight: torch.Tensor):
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        scales = (weight.float().abs().amax(dim=1) / 127).clamp(min=1e-8)
-        quantized = (weight.float() / scales[:, None]).round().clamp(-127, 127).to(torch.int8)
+        scales = torch.empty(self.out_features)
+        quantized = torch.empty(self.out_features, self.in_features, dtype=torch.int8)
+        step = _chunk_rows(self.in_features)
+        for start in range(0, self.out_features, step):  # bounded fp32 temporaries, as above
+            rows = weight[start:start + step].float()
+            scale = (rows.abs().amax(dim=1) / 127).clamp(min=1e-8)
+            scales[start:start + len(rows)] = scale
+            quantized[start:start + len(rows)] = (rows / scale[:, None]).round().clamp(-127, 127)
         self.register_buffer("int8_weight", quantized)
         self.register_buffer("scales", scales.to(torch.bfloat16))
         self.register_buffer("weight", weight.to(torch.bfloat16))
@@ -104,28 +126,45 @@ def _linear(weight: torch.Tensor, mode: str) -> nn.Module:
     return linear
 
 
-def quantize_model(model: Transformer, mode: str) -> Transformer:
-    """In place: "none" keeps fp32; "bf16" casts; "int4" also makes the decoder's linears int4.
-    Vision encoder and MoE experts stay bf16."""
-    if mode == "none":
-        return model
-    if mode not in ("bf16", "int4"):
+def validate_mode(mode: str) -> None:
+    if mode not in ("none", "bf16", "int4"):
         raise ValueError(f"unknown quantization {mode!r} (none, bf16, int4)")
+
+
+def quantize_block(layer: TransformerBlock, mode: str) -> None:
+    """In place, one decoder block: fused q/k/v and gate/up, bf16 or int4 linears; the
+    full-precision matrices are dropped as soon as their serving copies exist."""
     with torch.no_grad():
-        for layer in model.layers:
-            attn: Attention = layer.attention
-            attn.wqkv = _linear(torch.cat([attn.wq.weight, attn.wk.weight, attn.wv.weight]), mode)
-            attn.wo = _linear(attn.wo.weight, mode)
-            del attn.wq, attn.wk, attn.wv
-            ffn = layer.feed_forward
-            if isinstance(ffn, FeedForward):
-                ffn.w13 = _linear(torch.cat([ffn.w1.weight, ffn.w3.weight]), mode)
-                ffn.w2 = _linear(ffn.w2.weight, mode)
-                del ffn.w1, ffn.w3
+        attn: Attention = layer.attention
+        attn.wqkv = _linear(torch.cat([attn.wq.weight, attn.wk.weight, attn.wv.weight]), mode)
+        attn.wo = _linear(attn.wo.weight, mode)
+        del attn.wq, attn.wk, attn.wv
+        ffn = layer.feed_forward
+        if isinstance(ffn, FeedForward):
+            ffn.w13 = _linear(torch.cat([ffn.w1.weight, ffn.w3.weight]), mode)
+            ffn.w2 = _linear(ffn.w2.weight, mode)
+            del ffn.w1, ffn.w3
+
+
+def finish_quantization(model: Transformer, mode: str) -> None:
+    """After every block: the rest to bf16, and the output head's serving form."""
+    with torch.no_grad():
         head = model.output.weight
         model.to(torch.bfloat16)
         # the head is the Q8_0 embedding in GGUFs: int8 suits it, int4 would cost it ~12% error
         model.output = Int8Linear(head) if mode == "int4" else _linear(head, "bf16")
         if model.args.tied_embeddings:
             model.tok_embeddings.weight = nn.Parameter(head.to(torch.bfloat16), requires_grad=False)
+
+
+def quantize_model(model: Transformer, mode: str) -> Transformer:
+    """In place: "none" keeps fp32; "bf16" casts; "int4" also makes the decoder's linears int4.
+    Vision encoder and MoE experts stay bf16. (Loading a checkpoint with a mode does the same
+    block by block without ever holding it whole: model/load_common.assemble.)"""
+    validate_mode(mode)
+    if mode == "none":
+        return model
+    for layer in model.layers:
+        quantize_block(layer, mode)
+    finish_quantization(model, mode)
     return model

@@ -102,6 +102,7 @@ class VisionEncoder(nn.Module):
             cols.append(c.flatten())
         x = self.ln_pre(torch.cat(patches))
         cos, sin = rope_2d(self.args, torch.cat(rows), torch.cat(cols))
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # bf16 serving weights: keep q/k/v one dtype
         mask = block_diagonal_mask([h * w for h, w in grids]) if len(grids) > 1 else None
         for layer in self.transformer.layers:
             x = layer(x, cos, sin, mask)
