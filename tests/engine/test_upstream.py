@@ -88,6 +88,28 @@ def test_a_pool_balances_and_bills_the_upstreams_counts(upstreams: list[Server],
         stop_server(server)
 
 
+def test_a_client_that_hangs_up_cancels_the_upstream_request(upstreams: list[Server], tmp_path: Path) -> None:
+    import time
+
+    upstream = upstreams[0]
+    server = front(tmp_path, upstream.base_url, name="solo")
+    try:
+        body = {"model": "solo", "stream": True, "max_tokens": 3000, "temperature": 0,
+                "messages": [{"role": "user", "content": "Write a very long essay about Rome."}]}
+        with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=120,
+                          headers=server.auth()) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
+                    assert upstream.health()["active_sequences"] == 1
+                    break  # hang up
+        deadline = time.monotonic() + 30
+        while upstream.health()["active_sequences"]:  # the upstream stopped generating too
+            assert time.monotonic() < deadline, "the upstream kept generating for a client that left"
+            time.sleep(0.2)
+    finally:
+        stop_server(server)
+
+
 def test_an_upstream_killed_mid_stream_ends_cleanly_and_the_pool_routes_around_it(
         upstreams: list[Server], tmp_path_factory: pytest.TempPathFactory) -> None:
     doomed, survivor = upstreams[1], upstreams[0]
