@@ -82,7 +82,7 @@ class GenerationOutput:
     prompt_tokens: int | None = None  # upstream engines: the upstream's own count, on the last output
 
 
-@dataclass
+@dataclass(eq=False)  # a sequence is itself: comparing fields would compare image tensors
 class _Sequence:
     request: GenerationRequest
     loop: asyncio.AbstractEventLoop

@@ -154,6 +154,21 @@ def test_base64_image_greedy_equals_transformers(open_server: Server, reference_
     assert consolidated.choices[0].message.content == text
 
 
+def test_identical_image_requests_at_once_all_answer(open_server: Server, reference_answer) -> None:
+    """Regression: two running sequences with equal prompts were compared field by field,
+    image tensors included, which raised in the engine thread and hung the server."""
+    prompt_tokens, text, _ = reference_answer
+    url = "data:image/png;base64," + base64.b64encode(png_bytes()).decode()
+    answers: list = []
+    threads = [threading.Thread(target=lambda: answers.append(ask(open_server, url))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert [a.choices[0].message.content for a in answers] == [text] * 4
+    assert httpx.get(f"{open_server.base_url}/health", timeout=10).status_code == 200
+
+
 def test_http_image_from_an_allowed_local_server(open_server: Server, image_servers,
                                                  reference_answer) -> None:
     target, redirector = image_servers
