@@ -18,5 +18,10 @@ pip install -q -e '.[dev]'
 # @mistralai/mistralai) come from npm, where npm is installed
 [ -d tests/clients/.venv ] || "$PYTHON" -m venv tests/clients/.venv
 tests/clients/.venv/bin/pip install -q -r tests/clients/requirements.txt
-if command -v npm >/dev/null; then npm ci --prefix tests/node --no-audit --no-fund --loglevel=error; fi
+if command -v npm >/dev/null; then
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+  # the TypeScript SDK, built into clients/typescript/dist (tests/sdk/test_typescript_sdk.py runs it)
+  npm ci --prefix clients/typescript --no-audit --no-fund --loglevel=error
+  npm run --prefix clients/typescript build
+fi
 echo "magistral is installed: . .venv/bin/activate && magistral serve"
