@@ -41,13 +41,20 @@ def test_a_vanished_database_gets_503_not_unbilled_answers(tmp_path: Path, what:
 
 
 def test_an_unreachable_rate_limiter_fails_closed_with_503(tmp_path: Path) -> None:
-    """Redis down (here: nothing listens on the port): requests are refused, not served unlimited."""
-    server = start_server(tmp_path, "--no-embedding-model", "--redis-url", "redis://127.0.0.1:1/0")
+    """Redis gone (killed; nothing listens on its port): requests are refused, not served
+    unlimited, and /health says so, so that a load balancer takes the replica out."""
+    from tests.platform.services import PrivateRedis
+
+    redis = PrivateRedis()
+    server = start_server(tmp_path, "--no-embedding-model", "--redis-url", redis.url)
     try:
+        redis.stop()
         for stream in (False, True):
             refused = server.post("/v1/chat/completions", {**BODY, "stream": stream})
             assert refused.status_code == 503, refused.text
             assert refused.headers["retry-after"] == "5" and "rate limits" in refused.json()["message"]
-        assert httpx.get(f"{server.base_url}/health", timeout=10).status_code == 200
+        health = httpx.get(f"{server.base_url}/health", timeout=10)
+        assert health.status_code == 503 and "Redis" in health.json()["problem"]
     finally:
         stop_server(server)
+        redis.close()
