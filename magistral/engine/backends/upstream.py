@@ -41,6 +41,7 @@ log = logging.getLogger("magistral.upstream")
 HEALTH_INTERVAL_S = 5.0
 MAX_BACKOFF_S = 30.0
 THINK_OPEN, THINK_CLOSE = "[THINK]", "[/THINK]"
+IMAGE_TOKENS = 1600  # an image's prompt tokens before the upstream counts them: a large grid
 
 
 class UpstreamError(RuntimeError):
@@ -188,7 +189,7 @@ def prompt_estimate(messages: list[dict[str, Any]], tools: list[dict[str, Any]] 
     chunks = [c for m in messages if isinstance(m.get("content"), list) for c in m["content"]]
     rest = json.dumps([c for c in chunks if c["type"] != "image"] + (tools or []))
     images = sum(c["type"] == "image" for c in chunks)
-    return (len(text.encode()) + len(rest.encode())) // 3 + 8 * len(messages) + 1600 * images + 16
+    return (len(text.encode()) + len(rest.encode())) // 3 + 8 * len(messages) + IMAGE_TOKENS * images + 16
 
 
 class UpstreamToolFormat(TaggedToolFormat):
@@ -218,7 +219,7 @@ class UpstreamPrompter:
     vision = True  # images are forwarded; an upstream that cannot see says so
     fim = False
     upstream = True
-    max_image_tokens = 1600
+    max_image_tokens = IMAGE_TOKENS
 
     def __init__(self) -> None:
         self.tool_format = UpstreamToolFormat()
@@ -422,8 +423,8 @@ class UpstreamEngine:
         self.pool.succeeded(upstream)
         self.pool.metrics.requests.labels(*labels, "ok").inc()
         usage = reader.usage or {}
-        finish = {"tool_calls": "stop", "content_filter": "stop"}.get(reader.finish_reason or "stop",
-                                                                        reader.finish_reason or "stop")
+        # our engines end with stop or length; the route itself says tool_calls when it reads calls
+        finish = "length" if reader.finish_reason == "length" else "stop"
         yield GenerationOutput(reader.end(), int(usage.get("completion_tokens") or reader.pieces),
                                finish_reason=finish, prompt_tokens=usage.get("prompt_tokens"))
 
