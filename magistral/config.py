@@ -31,6 +31,12 @@ class VisionArgs:
     adapter_norm: bool = False  # RMSNorm before the merger (Mistral 3)
     adapter_bias: bool = True
     adapter_act: str = "gelu"
+    # Additions of our own for models trained from scratch on this CPU (magistral-mini); off in
+    # every published checkpoint. A small CNN (3×3 stride-2 convolutions) instead of one patch
+    # projection sees edges inside a patch; learned row/column embeddings (up to this many patches
+    # a side) make absolute positions — a bar's height — as easy to read as relative ones.
+    patch_stem: bool = False
+    absolute_positions: int = 0
 
     @property
     def head_dim(self) -> int:

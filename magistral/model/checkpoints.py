@@ -187,7 +187,9 @@ def _vision_from_params(vision: dict[str, Any], source: str) -> VisionArgs:
         rope_theta=vision.get("rope_theta", 10000.0), hidden_act=vision.get("hidden_act", "silu"),
         spatial_merge_size=merge,
         adapter_norm=bool(vision.get("add_pre_mm_projector_layer_norm", vision.get("adapter_norm", False))),
-        adapter_bias=vision.get("adapter_bias", True), adapter_act=vision.get("adapter_act", "gelu"))
+        adapter_bias=vision.get("adapter_bias", True), adapter_act=vision.get("adapter_act", "gelu"),
+        patch_stem=bool(vision.get("patch_stem", False)),
+        absolute_positions=vision.get("absolute_positions", 0))
 
 
 def args_from_params(params: dict[str, Any], source: str = "params.json") -> ModelArgs:
@@ -248,6 +250,10 @@ def params_from_args(args: ModelArgs) -> dict[str, Any]:
             "image_token_id": v.image_token_id, "image_break_token_id": v.image_break_token_id,
             "image_end_token_id": v.image_end_token_id, "hidden_act": v.hidden_act,
             "adapter_act": v.adapter_act}
+        if v.patch_stem:
+            params["vision_encoder"]["patch_stem"] = True
+        if v.absolute_positions:
+            params["vision_encoder"]["absolute_positions"] = v.absolute_positions
     return params
 
 

@@ -6,6 +6,8 @@ each image's patches attending only to each other.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,8 +85,14 @@ class VisionEncoder(nn.Module):
     def __init__(self, args: VisionArgs):
         super().__init__()
         self.args = args
-        self.patch_conv = nn.Conv2d(args.num_channels, args.hidden_size, kernel_size=args.patch_size,
-                                    stride=args.patch_size, bias=False)
+        if args.patch_stem:
+            self.patch_stem = patch_stem(args)
+        else:
+            self.patch_conv = nn.Conv2d(args.num_channels, args.hidden_size, kernel_size=args.patch_size,
+                                        stride=args.patch_size, bias=False)
+        if args.absolute_positions:
+            self.row_embedding = nn.Embedding(args.absolute_positions, args.hidden_size)
+            self.col_embedding = nn.Embedding(args.absolute_positions, args.hidden_size)
         self.ln_pre = RMSNorm(args.hidden_size, 1e-5)
         self.transformer = VisionTransformer(args)
 
@@ -92,21 +100,41 @@ class VisionEncoder(nn.Module):
         """images: each (C, H, W), sides multiples of the patch size → (N patches, hidden) and
         each image's (rows, cols) patch grid."""
         grids, patches, rows, cols = [], [], [], []
+        embed_patches = self.patch_stem if self.args.patch_stem else self.patch_conv
+        dtype = next(embed_patches.parameters()).dtype
         for image in images:
-            embed = self.patch_conv(image.unsqueeze(0).to(self.patch_conv.weight.dtype))[0]  # (D, h, w)
+            embed = embed_patches(image.unsqueeze(0).to(dtype))[0]  # (D, h, w)
             h, w = embed.shape[1:]
             grids.append((h, w))
             patches.append(embed.flatten(1).T)
             r, c = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
             rows.append(r.flatten())
             cols.append(c.flatten())
-        x = self.ln_pre(torch.cat(patches))
-        cos, sin = rope_2d(self.args, torch.cat(rows), torch.cat(cols))
+        x = torch.cat(patches)
+        row_ids, col_ids = torch.cat(rows), torch.cat(cols)
+        if self.args.absolute_positions:
+            x = x + self.row_embedding(row_ids.to(x.device)) + self.col_embedding(col_ids.to(x.device))
+        x = self.ln_pre(x)
+        cos, sin = rope_2d(self.args, row_ids, col_ids)
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # bf16 serving weights: keep q/k/v one dtype
         mask = block_diagonal_mask([h * w for h, w in grids]) if len(grids) > 1 else None
         for layer in self.transformer.layers:
             x = layer(x, cos, sin, mask)
         return x, grids
+
+
+def patch_stem(args: VisionArgs) -> nn.Sequential:
+    """log2(patch_size) 3×3 stride-2 convolutions, widening to hidden_size: one output per patch."""
+    depth = args.patch_size.bit_length() - 1
+    if 2 ** depth != args.patch_size:
+        raise ValueError(f"a patch stem needs a power-of-two patch size, not {args.patch_size}")
+    widths = [args.num_channels] + [args.hidden_size >> (depth - 1 - i) for i in range(depth)]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        layers.append(nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1, bias=i < depth - 1))
+        if i < depth - 1:
+            layers.append(nn.GELU())
+    return nn.Sequential(*layers)
 
 
 def block_diagonal_mask(lengths: list[int]) -> torch.Tensor:

@@ -187,3 +187,26 @@ def test_load_balancing_loss_matches_transformers(tmp_path: Path) -> None:
     logits = [layer.feed_forward.router_logits for layer in ours.layers]
     expected = load_balancing_loss_func(tuple(logits), num_experts=4, top_k=2)
     assert torch.allclose(load_balancing_loss(logits, 4, 2), expected, atol=1e-6)
+
+
+def test_patch_stem_and_absolute_positions_round_trip(tmp_path: Path) -> None:
+    """magistral-mini's own encoder additions survive Mistral's format: params.json names them,
+    the weights come back, the logits are the same; and they change what the encoder computes."""
+    from magistral.config import tiny_vision_args
+    from magistral.model.transformer import Transformer
+
+    torch.manual_seed(0)
+    args = tiny_vision_args()
+    args.vision.patch_stem, args.vision.absolute_positions = True, 8
+    ours = Transformer(args).eval()
+    images = [torch.rand(3, 16, 24), torch.rand(3, 32, 8)]
+    ids = torch.tensor([[1, 3, *(([10] * 3 + [12]) * 2)[:-1], 13, 50, *(([10] + [12]) * 4)[:-1], 13, 4]])
+    folder = save_consolidated(ours, tmp_path / "mini")
+    params = (folder / "params.json").read_text()
+    assert '"patch_stem": true' in params and '"absolute_positions": 8' in params
+    converted, _ = load_consolidated(folder)
+    with torch.no_grad():
+        mine = ours(None, embeddings=ours.embed(ids, images))
+        assert max_diff(converted(None, embeddings=converted.embed(ids, images)), mine) == 0
+        ours.vision_encoder.row_embedding.weight.add_(1.0)  # the rows' embeddings are read
+        assert max_diff(ours(None, embeddings=ours.embed(ids, images)), mine) > 1e-3
