@@ -51,8 +51,15 @@ def _serve(args: argparse.Namespace) -> int:
         embedders = []
     policy = ImagePolicy(allow_private_hosts=args.allow_private_image_hosts)
     registry = ModelRegistry(models, embedders)
+    from magistral.console.settings import ConsoleSettings
+
+    console = ConsoleSettings()
+    console.smtp_url = args.smtp_url or console.smtp_url
+    console.mail_from = args.mail_from or console.mail_from
+    console.public_url = args.public_url or console.public_url
     app = create_app(registry, platform, policy, cors_origins=args.cors_origin,
-                     reasoning_output=args.reasoning_output, body_timeout=args.body_timeout)
+                     reasoning_output=args.reasoning_output, body_timeout=args.body_timeout,
+                     console=console, public_url=f"http://{args.host}:{args.port}")
     print(f"magistral: serving {', '.join(m.id for m in registry.everything)} on "
           f"http://{args.host}:{args.port}", flush=True)
     from magistral.api.transport import GuardedH11Protocol
@@ -174,7 +181,10 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _accounts(args: argparse.Namespace) -> int:
-    from magistral.platform.accounts import create_account, list_accounts, set_status
+    from magistral.console import audit, operator
+    from magistral.console.people import set_operator
+    from magistral.platform.accounts import create_account, list_accounts
+    from magistral.platform.config import PlatformConfig
     from magistral.platform.store import Store
 
     store = Store(args.database_url)
@@ -186,12 +196,24 @@ def _accounts(args: argparse.Namespace) -> int:
             print(f"{'ID':>4}  {'NAME':<24} {'TIER':<12} BILLING")
             for a in list_accounts(store):
                 print(f"{a.id:>4}  {a.name:<24} {a.tier:<12} {a.billing_status}")
-        elif args.accounts_command in ("suspend", "activate"):
+        elif args.accounts_command in ("suspend", "activate"):  # audited, as in the operator console
             status = "suspended" if args.accounts_command == "suspend" else "active"
-            if not set_status(store, args.name, status):
-                print(f"no account named {args.name!r}", file=sys.stderr)
-                return 1
+            operator.change_status(store, args.name, status, audit.cli_actor())
             print(f"account {args.name} is {status}")
+        elif args.accounts_command == "set-tier":
+            operator.change_tier(store, PlatformConfig.load(args.platform_config), args.name, args.tier,
+                                 audit.cli_actor())
+            print(f"account {args.name} is in tier {args.tier}")
+        elif args.accounts_command == "operator":  # a console user who sees the operator console
+            if not set_operator(store, args.email, not args.revoke):
+                print(f"no console user {args.email!r} (sign up at /console first)", file=sys.stderr)
+                return 1
+            audit.record(store, audit.cli_actor(), "operator:" + ("revoke" if args.revoke else "grant"), None,
+                         email=args.email)
+            print(f"{args.email} is {'no longer ' if args.revoke else ''}an operator")
+    except operator.NoSuchAccount:
+        print(f"no account named {args.name!r}", file=sys.stderr)
+        return 1
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -262,6 +284,17 @@ def _train(args: argparse.Namespace) -> int:
     config = SFTConfig(out=Path(args.out), steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                        seed=args.seed, minutes=args.minutes, resume=args.resume, eval_every=args.eval_every,
                        eval_size=args.eval_size)
+    print(f"model: {train(config)}")
+    return 0
+
+
+def _train_grpo(args: argparse.Namespace) -> int:
+    from magistral.train.grpo import GRPOConfig, train
+
+    config = GRPOConfig(init=Path(args.init), out=Path(args.out), steps=args.steps,
+                        prompts_per_step=args.prompts, group_size=args.group_size, lr=args.lr,
+                        max_tokens=args.max_tokens, seed=args.seed, minutes=args.minutes,
+                        eval_every=args.eval_every, eval_size=args.eval_size, resume=args.resume)
     print(f"model: {train(config)}")
     return 0
 
@@ -338,6 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a client has to send a request's headers (slow ones are cut off)")
     serve.add_argument("--body-timeout", type=float, default=60.0,
                        help="seconds a client has to send a request's body (408 after)")
+    serve.add_argument("--smtp-url", default=None, help="the console's mail server: smtp://[user:pass@]host[:port] "
+                       "(STARTTLS when offered) or smtps://…; default $MAGISTRAL_SMTP_URL, else mails go to the log")
+    serve.add_argument("--mail-from", default=None, help="the console's sender address ($MAGISTRAL_MAIL_FROM)")
+    serve.add_argument("--public-url", default=None, help="where people reach this server, for links in mails "
+                       "($MAGISTRAL_PUBLIC_URL; default http://HOST:PORT)")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
 
@@ -363,10 +401,17 @@ def build_parser() -> argparse.ArgumentParser:
     new = accounts_sub.add_parser("create", parents=[db], help="create an account")
     new.add_argument("name")
     new.add_argument("--tier", default="standard", help="default limits: standard, scale, enterprise")
-    new.add_argument("--status", default="active", choices=["active", "suspended"])
+    new.add_argument("--status", default="active", choices=["active", "suspended", "pending"])
     accounts_sub.add_parser("list", parents=[db])
     for command in ("suspend", "activate"):
         accounts_sub.add_parser(command, parents=[db]).add_argument("name")
+    retier = accounts_sub.add_parser("set-tier", parents=[db], help="move an account to another tier")
+    retier.add_argument("name")
+    retier.add_argument("tier")
+    retier.add_argument("--platform-config", default=None, help="the tiers the server uses")
+    grant = accounts_sub.add_parser("operator", parents=[db], help="let a console user see the operator console")
+    grant.add_argument("email")
+    grant.add_argument("--revoke", action="store_true")
     accounts.set_defaults(func=_accounts)
 
     usage = sub.add_parser("usage", parents=[db], help="print an account's invoice for a month")
@@ -400,6 +445,21 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("--eval-size", type=_positive_int, default=48)
     sft.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     sft.set_defaults(func=_train)
+    grpo = stages.add_parser("grpo", help="GRPO from an SFT checkpoint (Magistral's recipe)")
+    grpo.add_argument("--init", required=True, help="the model folder to start from (an SFT run's model/)")
+    grpo.add_argument("--out", required=True, help="run folder: checkpoint, log, plot, comparison.md, model/")
+    grpo.add_argument("--steps", type=_positive_int, default=200)
+    grpo.add_argument("--prompts", type=_positive_int, default=8, help="questions per step")
+    grpo.add_argument("--group-size", type=_positive_int, default=8, help="sampled answers per question")
+    grpo.add_argument("--lr", type=float, default=1e-4)
+    grpo.add_argument("--max-tokens", type=_positive_int, default=96)
+    grpo.add_argument("--seed", type=int, default=0)
+    grpo.add_argument("--minutes", type=float, default=None, help="stop (checkpoint, export) after this long")
+    grpo.add_argument("--eval-every", type=int, default=50,
+                      help="steps between held-out evaluations (0: none)")
+    grpo.add_argument("--eval-size", type=_positive_int, default=48)
+    grpo.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    grpo.set_defaults(func=_train_grpo)
 
     ev = sub.add_parser("eval", help="run benchmarks against any compatible endpoint")
     from magistral.evals.command import add_arguments

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ from magistral.model.checkpoints import save_consolidated
 from magistral.model.moe import MoeFeedForward, load_balancing_loss
 from magistral.model.transformer import Transformer
 from magistral.train.data import batch, collate, make_tokenizer, user_message
+from magistral.train.distributed import average_gradients, distributed
 from magistral.train.preset import magistral_mini_args
 from magistral.train.tasks.charts import KINDS, example
 
@@ -101,7 +101,7 @@ def evaluate(
     model: Transformer, prompter: MistralPrompter, size: int, seed: int, reasoning_prompt: bool = True
 ) -> dict[str, float]:
     """Greedy answers to `size` held-out questions (their own seed) through our engine: exact
-    answers with a closed trace, overall and per question kind."""
+    answers with a closed trace, overall and per question kind; mean completion tokens."""
     from magistral.engine.engine import Engine, GenerationRequest
     from magistral.engine.sampling import SamplingParams
 
@@ -111,44 +111,38 @@ def evaluate(
     model.eval()
     engine = Engine(model, prompter.tokenizer, max_active=16)
 
-    async def answer(ex) -> str:
+    async def answer(ex) -> tuple[str, int]:
         prompt = prompter.encode(user_message(ex), reasoning_prompt=reasoning_prompt)
-        text = ""
+        text, tokens = "", 0
         async for out in engine.generate(
             GenerationRequest(prompt.ids, SamplingParams(temperature=0.0, max_tokens=80), prompt.images)
         ):
-            text += out.text
-        return text
+            text, tokens = text + out.text, out.completion_tokens
+        return text, tokens
 
-    async def run() -> list[str]:
+    async def run() -> list[tuple[str, int]]:
         return await asyncio.gather(*(answer(ex) for ex in examples))
 
     try:
-        texts = asyncio.run(run())
+        answers = asyncio.run(run())
     finally:
         engine.shutdown()
         model.train(was_training)
     right: dict[str, list[bool]] = {kind: [] for kind in KINDS}
     closed = 0
-    for ex, text in zip(examples, texts, strict=True):
+    for ex, (text, _) in zip(examples, answers, strict=True):
         got, was_closed = answer_of(text)
         closed += was_closed
         right[ex.kind].append(was_closed and got == ex.answer)
     scores = {f"accuracy/{k}": sum(v) / len(v) for k, v in right.items() if v}
     scores["accuracy"] = sum(sum(v) for v in right.values()) / size
     scores["closed_traces"] = closed / size
+    scores["completion_tokens"] = sum(tokens for _, tokens in answers) / size
     return scores
 
 
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (torch.distributed.get_rank() if world > 1 else 0), world
-
-
 def train(cfg: SFTConfig) -> Path:
-    rank, world = _distributed()
+    rank, world = distributed()
     device = torch.device(f"cuda:{rank % torch.cuda.device_count()}" if torch.cuda.is_available() else "cpu")
     cfg.out.mkdir(parents=True, exist_ok=True)
     prompter = make_tokenizer(cfg.out / "model")
@@ -164,7 +158,6 @@ def train(cfg: SFTConfig) -> Path:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
-    trained = model if world == 1 else nn.parallel.DistributedDataParallel(model)
     began, log = time.monotonic(), (cfg.out / "log.jsonl").open("a")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=rank != 0, desc="sft")
     step = start
@@ -176,13 +169,14 @@ def train(cfg: SFTConfig) -> Path:
             batch(prompter, rng, cfg.batch_size, cfg.reasoning_prompt_share, cfg.kinds)
         )
         loss, token_loss, accuracy = loss_of(
-            trained if world == 1 else trained.module,
+            model,
             tokens.to(device),
             mask.to(device),
             [i.to(device) for i in images],
         )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        average_gradients(model, world)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         record = {

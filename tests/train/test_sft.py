@@ -10,22 +10,14 @@ import random
 from pathlib import Path
 
 import httpx
-import pytest
 
 from magistral.train.sft import SFTConfig, train
 from magistral.train.tasks.charts import example
 from tests.conftest import start_server, stop_server
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("sft")
-    train(SFTConfig(out=out, steps=24, batch_size=4, warmup=4, lr=3e-3, eval_every=0, checkpoint_every=12,
-                    minutes=None))
-    return out
-
-
-def test_the_loss_falls_and_a_run_resumes(run: Path) -> None:
+def test_the_loss_falls_and_a_run_resumes(sft_run: Path) -> None:
+    run = sft_run
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 25))
     first, last = records[0]["loss"], sum(r["loss"] for r in records[-4:]) / 4
@@ -36,10 +28,10 @@ def test_the_loss_falls_and_a_run_resumes(run: Path) -> None:
     assert (run / "sft.png").stat().st_size > 10_000
 
 
-def test_the_exported_checkpoint_serves_images(run: Path, tmp_path: Path) -> None:
+def test_the_exported_checkpoint_serves_images(sft_run: Path, tmp_path: Path) -> None:
     from mistralai.client import Mistral
 
-    server = start_server(tmp_path, "--model", str(run / "model"), "--no-embedding-model")
+    server = start_server(tmp_path, "--model", str(sft_run / "model"), "--no-embedding-model")
     try:
         client = Mistral(api_key=server.key, server_url=server.base_url)
         models = httpx.get(f"{server.base_url}/v1/models", headers=server.auth(), timeout=30).json()["data"]
