@@ -371,10 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="seconds a client has to send a request's headers (slow ones are cut off)")
     serve.add_argument("--body-timeout", type=float, default=60.0,
                        help="seconds a client has to send a request's body (408 after)")
-    serve.add_argument("--smtp-url", default=None, help="the console's mail server: smtp://[user:pass@]host[:port] "
-                       "(STARTTLS when offered) or smtps://…; default $MAGISTRAL_SMTP_URL, else mails go to the log")
-    serve.add_argument("--mail-from", default=None, help="the console's sender address ($MAGISTRAL_MAIL_FROM)")
-    serve.add_argument("--public-url", default=None, help="where people reach this server, for links in mails "
+    serve.add_argument("--smtp-url", default=None,
+                       help="the console's mail server: smtp://[user:pass@]host[:port] (STARTTLS if offered) "
+                       "or smtps://…; default $MAGISTRAL_SMTP_URL, else mails go to the log")
+    serve.add_argument("--mail-from", default=None,
+                       help="the console's sender address ($MAGISTRAL_MAIL_FROM)")
+    serve.add_argument("--public-url", default=None,
+                       help="where people reach this server, for links in mails "
                        "($MAGISTRAL_PUBLIC_URL; default http://HOST:PORT)")
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(func=_serve)
@@ -409,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     retier.add_argument("name")
     retier.add_argument("tier")
     retier.add_argument("--platform-config", default=None, help="the tiers the server uses")
-    grant = accounts_sub.add_parser("operator", parents=[db], help="let a console user see the operator console")
+    grant = accounts_sub.add_parser("operator", parents=[db],
+                                    help="let a console user see the operator console")
     grant.add_argument("email")
     grant.add_argument("--revoke", action="store_true")
     accounts.set_defaults(func=_accounts)

@@ -17,6 +17,7 @@ from magistral.api.errors import APIError, error_response, install_error_handler
 from magistral.api.idempotency import Idempotency
 from magistral.api.routes import chat, completions, embeddings, fim, models, tokenize, usage
 from magistral.chat.images import ImagePolicy
+from magistral.console.settings import ConsoleSettings
 from magistral.engine.registry import ModelRegistry
 from magistral.platform.gateway import Platform
 from magistral.platform.ratelimit import LimiterUnavailable
@@ -95,9 +96,11 @@ class BodySizeLimit:
 
 def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImagePolicy | None = None,
                cors_origins: list[str] | None = None, reasoning_output: str = "mistral",
-               body_timeout: float = BODY_TIMEOUT) -> FastAPI:
+               body_timeout: float = BODY_TIMEOUT, console: ConsoleSettings | None = None,
+               public_url: str | None = None) -> FastAPI:
     """`reasoning_output`: how reasoning traces are returned unless a request says otherwise:
-    "mistral" (thinking chunks in content) or "openai" (string content + reasoning_content)."""
+    "mistral" (thinking chunks in content) or "openai" (string content + reasoning_content).
+    `console`: the console's settings (SMTP…); `public_url`: where people reach this server."""
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
@@ -131,6 +134,9 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
     app.include_router(usage.router)
     from magistral.dashboard import routes as dashboard
     app.include_router(dashboard.router)
+    if platform.enabled:  # people sign up, manage keys and budgets, explore usage
+        from magistral.console.app import install as install_console
+        install_console(app, platform, console, public_url)
 
     @app.get("/metrics", dependencies=[Depends(require_admin)], include_in_schema=False)
     async def metrics(request: Request) -> Response:

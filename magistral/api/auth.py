@@ -17,6 +17,7 @@ from magistral.platform.keys import KeyInfo
 from magistral.platform.store import StorageUnavailable
 
 log = logging.getLogger("magistral.api")
+COOKIE_ROUTES = "/console/api/"  # the console's API: session cookies and CSRF tokens, not keys
 
 # stands in for a key when the platform layer is switched off (benchmarks only)
 ANONYMOUS = KeyInfo(id=0, name="anonymous", prefix="", created_at=datetime(2026, 1, 1, tzinfo=UTC),
@@ -54,13 +55,15 @@ async def require_admin(request: Request) -> KeyInfo:
 class AuthenticateBeforeBody:
     """Every POST (all of them carry a body and need a key) is authenticated from its headers
     before a byte of its body is read: a caller without a valid key cannot make the server read,
-    buffer or parse anything. The key found is handed to `require_key` in the request state."""
+    buffer or parse anything. The key found is handed to `require_key` in the request state. The
+    console's own API (/console/api/) signs people in with session cookies instead."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
+        if (scope["type"] == "http" and scope["method"] == "POST"
+                and not scope["path"].startswith(COOKIE_ROUTES)):
             try:
                 key = await require_key(Request(scope))
             except APIError as err:

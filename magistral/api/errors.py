@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from magistral.platform.budgets import BudgetExceeded
 from magistral.platform.calls import RateLimited
 from magistral.platform.ratelimit import LimiterUnavailable
 from magistral.platform.store import StorageUnavailable
@@ -62,6 +63,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RateLimited)
     async def rate_limited(_: Request, exc: RateLimited) -> JSONResponse:
         return error_response(APIError(429, exc.message, code=exc.code, headers=exc.headers))
+
+    @app.exception_handler(BudgetExceeded)
+    async def budget_exceeded(_: Request, exc: BudgetExceeded) -> JSONResponse:
+        return error_response(APIError(exc.status, exc.message, code=exc.code))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -5,8 +5,8 @@ The first request with a value claims it (a row in the database, unique per API 
 so replicas sharing a database agree); its complete answer, streamed or not, is stored when it
 ends. A retry then gets that answer with `Idempotent-Replayed: true`; a retry while the first
 is still running gets 409; the same value with a different body gets 422. Answers that a retry
-should redo are not kept: 429, 5xx, a client gone before the end, and answers over
-MAX_STORED_BYTES. Values are kept for a day.
+should redo are not kept: 402 (a budget since raised), 429, 5xx, a client gone before the end,
+and answers over MAX_STORED_BYTES. Values are kept for a day.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class Idempotency:
         try:
             await self.app(scope, replay_body, capture)
         finally:
-            keep = complete and status < 500 and status not in (429, 499) \
+            keep = complete and status < 500 and status not in (402, 429, 499) \
                 and len(answer) <= MAX_STORED_BYTES
             await run_in_threadpool(self._settle, key.id, token, keep, status, headers, bytes(answer))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -9,7 +10,8 @@ from sqlalchemy import select
 
 from magistral.platform.store import Account, Store
 
-STATUSES = ("active", "suspended")
+# pending: signed up in the console, waiting for the operator (or a payment integration) to activate it
+STATUSES = ("active", "suspended", "pending")
 DEFAULT_ACCOUNT = "default"  # the operator's own account, for keys created without --account
 
 
@@ -20,6 +22,7 @@ class AccountInfo:
     tier: str
     billing_status: str
     created_at: datetime
+    budget_micros: int | None = None
 
 
 def create_account(store: Store, name: str, tier: str = "standard", status: str = "active") -> AccountInfo:
@@ -66,6 +69,30 @@ def set_status(store: Store, name: str, status: str) -> bool:
         return True
 
 
+def set_tier(store: Store, name: str, tier: str, tiers: Iterable[str]) -> bool:
+    """Move an account to another tier (its keys' default limits); `tiers`: the configured ones."""
+    if tier not in tiers:
+        raise ValueError(f"tier must be one of {sorted(tiers)}")
+    with store.session() as s, s.begin():
+        row = s.scalar(select(Account).where(Account.name == name))
+        if row is None:
+            return False
+        row.tier = tier
+        return True
+
+
+def set_budget(store: Store, name: str, budget_micros: int | None) -> bool:
+    """The account's monthly budget in micro-dollars (None: no budget)."""
+    if budget_micros is not None and budget_micros < 0:
+        raise ValueError("a budget cannot be negative")
+    with store.session() as s, s.begin():
+        row = s.scalar(select(Account).where(Account.name == name))
+        if row is None:
+            return False
+        row.budget_micros = budget_micros
+        return True
+
+
 def _info(row: Account) -> AccountInfo:
     return AccountInfo(id=row.id, name=row.name, tier=row.tier, billing_status=row.billing_status,
-                       created_at=row.created_at)
+                       created_at=row.created_at, budget_micros=row.budget_micros)

@@ -82,13 +82,17 @@ class MeteredCall:
     async def finish(self, completion_tokens: int, status: str) -> None:
         """The row's final state, durable when this returns; settles the reservation."""
         if self._close(completion_tokens, status) and self.platform.enabled:
-            await self.platform.journal.write(self._row(completion_tokens, status))
+            try:
+                await self.platform.journal.write(self._row(completion_tokens, status))
+            finally:  # the budget's hold ends once the spend it stood for is in the usage rows
+                self.platform.budgets.release(self.id)
 
     def abandon(self, completion_tokens: int, status: str) -> None:
         """The final state of a call being torn down: queued, not awaited (the caller's task may be
         cancelled). A no-op after `finish`."""
         if self._close(completion_tokens, status) and self.platform.enabled:
             self.platform.journal.write_nowait(self._row(completion_tokens, status))
+            self.platform.budgets.release(self.id)
 
     async def void(self, status: str = "error") -> None:
         """End the call unbilled: its row records the failure with zero tokens."""

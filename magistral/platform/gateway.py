@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from magistral.platform.budgets import Budgets
 from magistral.platform.calls import MeteredCall, RateLimited, refusal_message, reservation
 from magistral.platform.config import Limits, PlatformConfig
 from magistral.platform.keys import KeyInfo, verify_key
@@ -30,6 +31,11 @@ class Platform:
     metrics: Metrics
     replica: str
     enabled: bool = True  # False only for benchmarks that measure what this layer costs
+    budgets: Budgets = field(default=None)  # type: ignore[assignment]  # set in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.budgets is None:
+            self.budgets = Budgets(self.store, self.config)
 
     @classmethod
     def create(cls, store: Store, *, redis_url: str | None = None, config: PlatformConfig | None = None,
@@ -48,6 +54,10 @@ class Platform:
         if key.expired:
             raise AccessDenied(401, f"Unauthorized: API key expired on {key.expires_at:%Y-%m-%d %H:%M} UTC",
                                code="key_expired")
+        if key.account_status == "pending":
+            raise AccessDenied(403, f"Account '{key.account}' is pending: its billing has not been activated "
+                               "yet, so its keys are not served. They work once the operator activates it.",
+                               code="account_inactive")
         if key.account_status != "active":
             raise AccessDenied(403, f"Account '{key.account}' is {key.account_status}: its billing is not "
                                "active, so its keys are not served. Contact the operator to reactivate it.",
@@ -72,7 +82,7 @@ class Platform:
         the prompt's length, or each prompt's for a request with several; `max_tokens`: each
         completion's cap (None: the platform's default reservation; 0 for endpoints that generate
         nothing, such as embeddings); `n` completions per prompt. Raises RateLimited (429) when
-        it does not fit."""
+        it does not fit, BudgetExceeded (402) when it could pass a monthly budget."""
         prompts = prompt_tokens if isinstance(prompt_tokens, list) else [prompt_tokens]
         call = MeteredCall(self, key, model, sum(prompts))
         if not self.enabled:
@@ -81,8 +91,11 @@ class Platform:
         default = self.config.max_reserve_tokens
         reserve = sum(reservation(p, max_tokens, n, max_context if max_context is not None else p + default,
                                   default) for p in prompts)
+        # before the window; a call admitted here is released when it closes (calls.py)
+        self.budgets.check(key, model, call.prompt_tokens, reserve - call.prompt_tokens, call.id)
         decision = self.admit(key, call.id, reserve)
         if not decision.allowed:
+            self.budgets.release(call.id)
             raise RateLimited(refusal_message(decision.reason, reserve, decision.limit_tokens,
                                               decision.remaining_tokens, decision.limit_requests),
                               code=f"rate_limit_{decision.reason}", headers=decision.headers())

@@ -32,6 +32,8 @@ class KeyInfo:
     tpm: int | None = None
     expires_at: datetime | None = None
     is_admin: bool = False
+    budget_micros: int | None = None  # this key's monthly budget (None: none)
+    account_budget_micros: int | None = None  # its account's
 
     @property
     def expired(self) -> bool:
@@ -76,6 +78,18 @@ def list_keys(store: Store, account: str | None = None) -> list[KeyInfo]:
         return [_info(k, a) for k, a in s.execute(query)]
 
 
+def set_key_budget(store: Store, key_id: int, budget_micros: int | None) -> bool:
+    """A key's own monthly budget in micro-dollars (None: only its account's applies)."""
+    if budget_micros is not None and budget_micros < 0:
+        raise ValueError("a budget cannot be negative")
+    with store.session() as s, s.begin():
+        row = s.get(ApiKey, key_id)
+        if row is None:
+            return False
+        row.budget_micros = budget_micros
+        return True
+
+
 def revoke_key(store: Store, key_id: int) -> bool:
     with store.session() as s, s.begin():
         row = s.get(ApiKey, key_id)
@@ -110,4 +124,5 @@ def _info(row: ApiKey, account: Account) -> KeyInfo:
     return KeyInfo(id=row.id, name=row.name, prefix=row.prefix, created_at=row.created_at,
                    revoked_at=row.revoked_at, account_id=account.id, account=account.name,
                    account_status=account.billing_status, tier=account.tier, rpm=row.rpm, tpm=row.tpm,
-                   expires_at=row.expires_at and _aware(row.expires_at), is_admin=row.is_admin)
+                   expires_at=row.expires_at and _aware(row.expires_at), is_admin=row.is_admin,
+                   budget_micros=row.budget_micros, account_budget_micros=account.budget_micros)

@@ -40,6 +40,7 @@ def _unversioned(tables: set[str]) -> str | None:
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the database to the newest schema; returns (revision before, revision after)."""
+    import magistral.console.tables  # noqa: F401 - the console's tables join the metadata
     from magistral.platform.store import Base
 
     sqlite = engine.dialect.name == "sqlite"

@@ -66,8 +66,10 @@ class Account(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     tier: Mapped[str] = mapped_column(String(50), default="standard")  # default limits
-    billing_status: Mapped[str] = mapped_column(String(20), default="active")  # active | suspended
+    billing_status: Mapped[str] = mapped_column(String(20), default="active")  # active | suspended | pending
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # monthly budget in micro-dollars (None: none); requests that would pass it are refused (budgets.py)
+    budget_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ApiKey(Base):
@@ -83,6 +85,7 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    budget_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # this key's, monthly
 
 
 class UsageRecord(Base):

@@ -3,6 +3,7 @@ hands over (no alembic.ini, no URL of its own)."""
 
 from alembic import context
 
+import magistral.console.tables  # noqa: F401 - the console's tables share the metadata
 from magistral.platform.store import Base
 
 connection = context.config.attributes["connection"]
