@@ -112,6 +112,7 @@ def create_app(registry: ModelRegistry, platform: Platform, image_policy: ImageP
                   description="Mistral-compatible chat API served by magistral")
     app.state.registry = registry
     app.state.platform = platform
+    platform.metrics.watch_models(registry.models)
     app.state.store = platform.store
     app.state.image_policy = image_policy or ImagePolicy()
     app.state.reasoning_output = reasoning_output

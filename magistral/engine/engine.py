@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import threading
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import torch
 
 from magistral.chat.tokenizer import IncrementalDecoder
 from magistral.engine.grammar import Constraint, MaskComputer
+from magistral.engine.heap import release_free_heap
 from magistral.engine.prefix_cache import PrefixCache
 from magistral.engine.sampling import Sampler, SamplingParams, TokenLogprob, token_logprobs
 from magistral.engine.stops import StopMatcher
@@ -37,6 +39,7 @@ PREFILL_CHUNK = 512  # prompt tokens per round: bounds activation memory, interl
 # ms and 188
 PREFILL_PROMPTS = 4
 SHARED_PREFIX_MIN = 16  # new prompts that share this many leading tokens compute them once
+IDLE_BEFORE_TRIM_S = 1.0  # an engine idle this long gives freed heap memory back (engine/heap.py)
 
 
 def _shared_prefix(prompts: list[list[int]]) -> int:
@@ -199,15 +202,22 @@ class Engine:
     # --- worker thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        worked, idle_since = False, None
         with torch.inference_mode():
             while not self._stopped:
                 for seq in [s for s in self._active if s.cancelled]:
                     self._release(seq)
                 self._admit()
                 if not self._active:
+                    idle_since = idle_since or time.monotonic()
+                    # idle a second (the requests' own teardown done): give back what they freed
+                    if worked and time.monotonic() - idle_since > IDLE_BEFORE_TRIM_S:
+                        release_free_heap()
+                        worked = False
                     self._wake.wait(timeout=0.5)
                     self._wake.clear()
                     continue
+                worked, idle_since = True, None
                 try:
                     self._round()
                 except Exception as exc:  # a failed forward fails the sequences in it, not the server

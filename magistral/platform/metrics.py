@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60, 120)
 
@@ -20,6 +23,17 @@ class Metrics:
                               ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.rate_limited = Counter("magistral_rate_limit_rejections", "Requests refused with 429, by limit",
                                     ["limit"], registry=self.registry)
+
+        self.prefix_cache = Gauge("magistral_prefix_cache_bytes",
+                                  "Keys and values kept for prompt reuse, by model (bounded by a budget)",
+                                  ["model"], registry=self.registry)
+
+    def watch_models(self, models: Iterable[Any]) -> None:
+        """Read each native engine's prefix-cache size at every scrape."""
+        for model in models:
+            cache = getattr(model.engine, "prefix_cache", None)
+            if cache is not None:
+                self.prefix_cache.labels(model.id).set_function(lambda cache=cache: cache.used)
 
     def observe_request(self, model: str, status: str, prompt: int, completion: int, seconds: float) -> None:
         self.requests.labels(model, status).inc()

@@ -6,6 +6,7 @@ tests/platform/test_chaos.py restarts PostgreSQL and Redis under load.)"""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -31,6 +32,11 @@ class LoadResult:
     errors: list[str] = field(default_factory=list)
     billed: dict[str, tuple[int, int]] = field(default_factory=dict)  # id → (prompt, completion) sent
     rss_mb: list[float] = field(default_factory=list)  # sampled between rounds
+    prefix_cache_mb: list[float] = field(default_factory=list)  # the engine's bounded cache, then
+
+    @property
+    def rss_without_cache_mb(self) -> list[float]:
+        return [r - c for r, c in zip(self.rss_mb, self.prefix_cache_mb, strict=True)]
 
 
 def _stream(server: Server, key: str, i: int, result: LoadResult, lock: threading.Lock) -> None:
@@ -58,8 +64,15 @@ def _stream(server: Server, key: str, i: int, result: LoadResult, lock: threadin
             result.errors.append(f"{type(exc).__name__}: {exc}")
 
 
-def run_load(server: Server, key: str, streams: int, rounds: int) -> LoadResult:
-    """`rounds` waves of `streams` concurrent streams; the server's RSS after each wave."""
+def prefix_cache_mb(server: Server, admin_key: str) -> float:
+    text = httpx.get(f"{server.base_url}/metrics", headers=server.auth(admin_key), timeout=60).text
+    sizes = re.findall(r"^magistral_prefix_cache_bytes\{[^}]*\} (\S+)$", text, re.M)
+    return sum(float(v) for v in sizes) / 2**20
+
+
+def run_load(server: Server, key: str, streams: int, rounds: int, admin_key: str | None = None) -> LoadResult:
+    """`rounds` waves of `streams` concurrent streams; the server's RSS after each wave, and
+    (with an admin key) how much of it the prefix cache holds."""
     import psutil
 
     result, lock = LoadResult(), threading.Lock()
@@ -72,7 +85,9 @@ def run_load(server: Server, key: str, streams: int, rounds: int) -> LoadResult:
         for t in threads:
             t.join()
         result.requests += streams
+        time.sleep(3.0)  # the engine, idle for a second, gives freed memory back
         result.rss_mb.append(process.memory_info().rss / 2**20)
+        result.prefix_cache_mb.append(prefix_cache_mb(server, admin_key) if admin_key else 0.0)
     return result
 
 
@@ -96,14 +111,17 @@ def soak_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def test_many_concurrent_streams_end_cleanly_and_are_billed_once(soak_server: Server) -> None:
     key = new_key(soak_server.database_url, new_account(soak_server.database_url), "--rpm", "100000",
                   "--tpm", "100000000")
-    result = run_load(soak_server, key, streams=64, rounds=2)
+    admin = new_key(soak_server.database_url, new_account(soak_server.database_url), "--admin")
+    result = run_load(soak_server, key, streams=64, rounds=2, admin_key=admin)
     assert not result.errors, result.errors[:5]
     assert len(result.billed) == result.requests == 128
     rows = billed_rows(soak_server.database_url, set(result.billed))
     assert {rid: (p, c) for rid, (p, c, _) in rows.items()} == result.billed  # once each, exactly
     assert {status for *_, status in rows.values()} <= {"stop", "length"}
-    warm = result.rss_mb[0]
-    assert max(result.rss_mb[1:]) < warm + 150, result.rss_mb  # flat after the first wave
+    # flat after the first wave, but for the prefix cache filling up to its budget (new prompts)
+    warm = result.rss_without_cache_mb[0]
+    assert result.prefix_cache_mb[1] > result.prefix_cache_mb[0] > 0
+    assert max(result.rss_without_cache_mb[1:]) < warm + 40, (result.rss_mb, result.prefix_cache_mb)
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
