@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
     from magistral.api.app import create_app
     from magistral.chat.images import ImagePolicy
     from magistral.engine.embedder import default_embedding_source
-    from magistral.engine.registry import ModelRegistry, load_embedder, load_model
+    from magistral.engine.registry import ModelRegistry, default_models, load_embedder, load_model
     from magistral.platform.config import PlatformConfig
     from magistral.platform.gateway import Platform
     from magistral.platform.store import Store
@@ -29,7 +29,7 @@ def _serve(args: argparse.Namespace) -> int:
     platform = Platform.create(store, redis_url=args.redis_url, config=config, namespace=args.redis_namespace,
                                replica=args.replica_id or f"{socket.gethostname()}:{args.port}",
                                enabled=not args.no_platform_for_benchmarks)
-    specs = args.model or ([] if args.upstream else [None])  # only upstreams: no local model
+    specs = args.model or ([] if args.upstream else default_models())  # only upstreams: no local model
     models = [load_model(spec, max_active=args.max_active, quantize=args.quantize, engine=args.engine,
                          chat_template=args.chat_template) for spec in specs]
     if args.upstream:
@@ -299,6 +299,13 @@ def _train_grpo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_ship(args: argparse.Namespace) -> int:
+    from magistral.train.ship import ship
+
+    print(f"shipped: {ship(Path(args.model), Path(args.card) if args.card else None)}")
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from magistral.evals.command import run
 
@@ -464,6 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     grpo.add_argument("--eval-size", type=_positive_int, default=48)
     grpo.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
     grpo.set_defaults(func=_train_grpo)
+    ship = stages.add_parser("ship", help="copy a trained model (bf16) to where `serve` finds it by default")
+    ship.add_argument("model", help="a Mistral-format model folder (a run's model/)")
+    ship.add_argument("--card", default=None, help="a markdown file kept beside the weights as CARD.md")
+    ship.set_defaults(func=_train_ship)
 
     ev = sub.add_parser("eval", help="run benchmarks against any compatible endpoint")
     from magistral.evals.command import add_arguments

@@ -171,6 +171,13 @@ def _on_short_thread(work: Any) -> Any:
     return result["value"]
 
 
+def default_models() -> list[str | None]:
+    """What `serve` serves without --model: SmolLM2 (None) and, once shipped, magistral-mini."""
+    from magistral.train.ship import SHIPPED
+
+    return [None, str(SHIPPED)] if (SHIPPED / "params.json").is_file() else [None]
+
+
 def load_model(spec: str | None = None, *, max_active: int = 16, quantize: str = "auto",
                engine: str = "native", chat_template: str | None = None) -> ServedModel:
     return _on_short_thread(lambda: _load(spec, max_active=max_active, quantize=quantize, engine=engine,

@@ -1,0 +1,1 @@
+"""Weights the project trains and ships (magistral-mini), served by default."""
