@@ -31,7 +31,8 @@ def _serve(args: argparse.Namespace) -> int:
                                enabled=not args.no_platform_for_benchmarks)
     specs = args.model or ([] if args.upstream else default_models())  # only upstreams: no local model
     models = [load_model(spec, max_active=args.max_active, quantize=args.quantize, engine=args.engine,
-                         chat_template=args.chat_template) for spec in specs]
+                         chat_template=args.chat_template, fast_batched_decode=args.fast_batched_decode)
+              for spec in specs]
     if args.upstream:
         from magistral.engine.backends.upstream import parse_upstreams, upstream_model
 
@@ -355,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--quantize", choices=["auto", "none", "bf16", "int4"], default="auto",
                        help="serving weights: auto = int4 for GGUF files (their weights are 4-bit already), "
                        "fp32 for safetensors checkpoints")
+    serve.add_argument("--fast-batched-decode", action="store_true",
+                       help="int4/int8 models: decode steps of many streams use bf16 copies of the weights "
+                       "(faster at 16 streams), so a request's greedy tokens may depend on what else runs")
     serve.add_argument("--redis-url", default=None,
                        help="share rate limits between replicas in Redis (default: in this process)")
     serve.add_argument("--redis-namespace", default="magistral",

@@ -17,7 +17,7 @@ from magistral.chat.tokenizer import GGUFTokenizer
 from magistral.engine.embedder import EmbeddingModel, load_embedding_model
 from magistral.engine.engine import Engine
 from magistral.model.load import load_gguf
-from magistral.model.quantize import quantize_model
+from magistral.model.quantize import quantize_model, set_batch_invariant
 
 log = logging.getLogger("magistral.registry")
 
@@ -179,9 +179,15 @@ def default_models() -> list[str | None]:
 
 
 def load_model(spec: str | None = None, *, max_active: int = 16, quantize: str = "auto",
-               engine: str = "native", chat_template: str | None = None) -> ServedModel:
-    return _on_short_thread(lambda: _load(spec, max_active=max_active, quantize=quantize, engine=engine,
-                                          chat_template=chat_template))
+               engine: str = "native", chat_template: str | None = None,
+               fast_batched_decode: bool = False) -> ServedModel:
+    """`fast_batched_decode`: decode steps of many rows take bf16 copies of quantized weights —
+    faster, but a request's greedy tokens then depend on what else runs (model/quantize.py)."""
+    served = _on_short_thread(lambda: _load(spec, max_active=max_active, quantize=quantize, engine=engine,
+                                            chat_template=chat_template))
+    if fast_batched_decode and isinstance(getattr(served.engine, "model", None), torch.nn.Module):
+        set_batch_invariant(served.engine.model, False)
+    return served
 
 
 def load_embedder(source: str | None = None) -> EmbeddingModel:

@@ -12,7 +12,7 @@ decode steps of a few rows, where reading its 49152 rows dominates.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -24,6 +24,11 @@ from magistral.model.transformer import Transformer
 GROUP = 32
 INT4_MAX_ROWS = 8  # above this many input rows the bf16 matmul is faster here
 INT8_MAX_ROWS = 4  # the same crossover for the int8 kernel
+# Batch invariance: PyTorch's int4 and int8 CPU kernels compute each row the same whatever the
+# number of rows (checked bit for bit, 1..32 rows), but switching to the bf16 copy above the
+# crossover changes the weights a row is multiplied by, so a request's greedy tokens depended on
+# how many others ran beside it. Invariant layers keep the quantized kernel for every decode
+# step, in chunks of the crossover size (the kernels slow down sharply above it).
 CHUNK = 1 << 22  # weights quantised at a time: fp32 temporaries of 16 MB, whatever the matrix
 
 
@@ -55,9 +60,19 @@ def quantize_int4(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tenso
     return packed, scales_and_zeros
 
 
+def _in_chunks(kernel: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tensor, chunk: int
+               ) -> torch.Tensor:
+    if rows.shape[0] <= chunk:
+        return kernel(rows)
+    return torch.cat([kernel(rows[i:i + chunk]) for i in range(0, rows.shape[0], chunk)])
+
+
 class Int4Linear(nn.Module):
     """int4 for decode steps, bf16 for prefill: a prompt gives the same numbers whether it is
-    computed whole or after a cached prefix (see `dense_prefill`)."""
+    computed whole or after a cached prefix (see `dense_prefill`). `batch_invariant` False
+    (serve --fast-batched-decode) lets decode steps of many rows take the faster bf16 copy."""
+
+    batch_invariant = True
 
     def __init__(self, weight: torch.Tensor):
         super().__init__()
@@ -68,18 +83,24 @@ class Int4Linear(nn.Module):
         self.register_buffer("weight", weight.to(torch.bfloat16))  # for prefill-sized inputs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)
-        if getattr(_prefill, "active", False) or rows.shape[0] > INT4_MAX_ROWS:
-            out = rows.to(torch.bfloat16) @ self.weight.T
+        rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
+        many = rows.shape[0] > INT4_MAX_ROWS and not self.batch_invariant
+        if getattr(_prefill, "active", False) or many:
+            out = rows @ self.weight.T
         else:
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(rows.to(torch.bfloat16), self.packed, GROUP,
-                                                              self.scales_and_zeros)
+            out = _in_chunks(self._int4, rows, INT4_MAX_ROWS)
         return out.reshape(*x.shape[:-1], self.out_features)
+
+    def _int4(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(rows, self.packed, GROUP, self.scales_and_zeros)
 
 
 class Int8Linear(nn.Module):
-    """int8 weights with one scale per output row for decode steps of few rows, bf16 otherwise
-    (the int8 kernel halves the bytes read but loses to bf16 matmul above 4 rows here)."""
+    """int8 weights with one scale per output row for decode steps, bf16 for prefill (and, when
+    not `batch_invariant`, for steps of many rows: the int8 kernel halves the bytes read but
+    loses to bf16 matmul above 4 rows here)."""
+
+    batch_invariant = True
 
     def __init__(self, weight: torch.Tensor):
         super().__init__()
@@ -98,11 +119,23 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
-        if getattr(_prefill, "active", False) or rows.shape[0] > INT8_MAX_ROWS:
+        many = rows.shape[0] > INT8_MAX_ROWS and not self.batch_invariant
+        if getattr(_prefill, "active", False) or many:
             out = rows @ self.weight.T
         else:
-            out = torch.ops.aten._weight_int8pack_mm(rows, self.int8_weight, self.scales)
+            out = _in_chunks(self._int8, rows, INT8_MAX_ROWS)
         return out.reshape(*x.shape[:-1], self.out_features)
+
+    def _int8(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(rows, self.int8_weight, self.scales)
+
+
+def set_batch_invariant(model: nn.Module, invariant: bool) -> None:
+    """Invariant (the default): a row's numbers never depend on the rows beside it. Not: decode
+    steps of many rows use the faster bf16 copies (serve --fast-batched-decode)."""
+    for module in model.modules():
+        if isinstance(module, Int4Linear | Int8Linear):
+            module.batch_invariant = invariant
 
 
 _prefill = threading.local()  # per engine thread: several models may run at once

@@ -8,7 +8,14 @@ import torch
 
 from magistral.model.cache import KVCache
 from magistral.model.load import LoadedModel
-from magistral.model.quantize import INT4_MAX_ROWS, INT8_MAX_ROWS, Int4Linear, Int8Linear, quantize_model
+from magistral.model.quantize import (
+    INT4_MAX_ROWS,
+    INT8_MAX_ROWS,
+    Int4Linear,
+    Int8Linear,
+    quantize_model,
+    set_batch_invariant,
+)
 
 
 def q4_1_like(out_features: int, in_features: int) -> torch.Tensor:
@@ -24,6 +31,7 @@ def q4_1_like(out_features: int, in_features: int) -> torch.Tensor:
 def test_int4_linear_reproduces_4bit_weights() -> None:
     weight = q4_1_like(96, 128)
     layer = Int4Linear(weight)
+    layer.batch_invariant = False
     for rows in (1, INT4_MAX_ROWS, INT4_MAX_ROWS + 1):  # int4 kernel, then the bf16 path
         x = torch.randn(rows, 128)
         exact = x @ weight.T
@@ -35,11 +43,24 @@ def test_int8_linear_close_to_float_on_both_paths() -> None:
     weight = torch.randn(256, 64, generator=torch.Generator().manual_seed(1))
     layer = Int8Linear(weight)
     assert layer.int8_weight.dtype == torch.int8
+    layer.batch_invariant = False
     for rows in (1, INT8_MAX_ROWS, INT8_MAX_ROWS + 1):  # int8 kernel, then the bf16 path
         x = torch.randn(rows, 64)
         exact = x @ weight.T
         error = (layer(x).float() - exact).norm() / exact.norm()
         assert error < 0.01, (rows, error)
+
+
+def test_a_row_gets_the_same_numbers_whatever_the_rows_beside_it() -> None:
+    """Batch invariance: by default a decode row's output is bit-identical for 1..16 rows (the
+    quantized kernels in chunks); with the fast path, rows past the crossover take bf16 copies."""
+    x = torch.randn(16, 128, generator=torch.Generator().manual_seed(3))
+    for layer in (Int4Linear(q4_1_like(96, 128)), Int8Linear(torch.randn(96, 128))):
+        alone = torch.cat([layer(x[i:i + 1]) for i in range(16)])
+        for rows in range(1, 17):
+            assert torch.equal(layer(x[:rows]), alone[:rows]), (type(layer).__name__, rows)
+        set_batch_invariant(torch.nn.Sequential(layer), False)
+        assert not torch.equal(layer(x), alone)
 
 
 def test_quantized_model_stays_close_to_fp32(loaded: LoadedModel) -> None:
