@@ -3,7 +3,11 @@
 Whole answers (`generate_all`): every choice runs to its end while the client is polled; the
 final usage row is durable before the answer is returned. Streams (`metered_stream`): each
 output is billed (checkpoint) before the caller may send it, and the last one is finished
-before the caller sends the end. Routes only turn these outputs into their own JSON or SSE.
+before the caller sends the end. Routes only turn these outputs into their own JSON or SSE, and
+read the usage billed from the call (`call.usage()`).
+
+Both count a reasoning model's thinking tokens here, in `_Spend`, the one place that sees every
+output of every choice; other models' are 0.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Any
 from fastapi import Request
 
 from magistral.api.errors import APIError, ClientGone
+from magistral.chat.reasoning import ThinkingCounter
 from magistral.engine.engine import GenerationOutput, GenerationRequest
 from magistral.engine.registry import ServedModel
 from magistral.engine.sampling import SamplingParams, TokenLogprob
@@ -78,6 +83,25 @@ def find_local_model(request: Request, name: str, route: str) -> ServedModel:
     return model
 
 
+class _Spend:
+    """The tokens one call's choices have generated so far: completion tokens and, of those,
+    thinking tokens (for reasoning models: counted from each choice's outputs in order)."""
+
+    def __init__(self, model: ServedModel, choices: int):
+        self.completion = [0] * choices
+        self.counters = [ThinkingCounter() if model.reasoning else None for _ in range(choices)]
+
+    def add(self, index: int, output: GenerationOutput) -> None:
+        self.completion[index] = output.completion_tokens
+        counter = self.counters[index]
+        if counter is not None:
+            counter.feed(output.text, output.completion_tokens)
+
+    def totals(self) -> tuple[int, int]:
+        """(completion tokens, thinking tokens) of all choices."""
+        return sum(self.completion), sum(c.tokens for c in self.counters if c is not None)
+
+
 @dataclass
 class Choice:
     text: str = ""
@@ -87,10 +111,12 @@ class Choice:
     prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
-async def _run_one(call: MeteredCall, model: ServedModel, request: GenerationRequest, choice: Choice) -> None:
+async def _run_one(call: MeteredCall, model: ServedModel, request: GenerationRequest, choice: Choice,
+                   spend: _Spend, index: int) -> None:
     generation = model.engine.generate(request)
     async with contextlib.aclosing(generation) as outputs:
         async for output in outputs:
+            spend.add(index, output)
             choice.text += output.text
             choice.completion_tokens = output.completion_tokens
             choice.logprobs += output.logprobs
@@ -110,29 +136,32 @@ async def generate_all(call: MeteredCall, model: ServedModel, requests: list[Gen
     returning. Raises ClientGone when the client hangs up (generation stops, the tokens made so
     far are billed) and APIError 500 when the engine fails."""
     choices = [Choice() for _ in requests]
-    work = asyncio.ensure_future(asyncio.gather(
-        *(_run_one(call, model, r, c) for r, c in zip(requests, choices, strict=True))))
+    spend = _Spend(model, len(requests))
+    work = asyncio.ensure_future(asyncio.gather(*(_run_one(call, model, r, c, spend, i) for i, (r, c)
+                                                  in enumerate(zip(requests, choices, strict=True)))))
 
-    def spent() -> int:
-        return sum(c.completion_tokens for c in choices)
+    def abandon(status: str) -> None:
+        completion, thinking = spend.totals()
+        call.abandon(completion, status, thinking_tokens=thinking)
 
     try:
         while not (await asyncio.wait({work}, timeout=DISCONNECT_POLL_S))[0]:
             if await client.is_disconnected():  # nobody is waiting: stop generating
                 work.cancel()
-                call.abandon(spent(), "disconnected")
+                abandon("disconnected")
                 raise ClientGone
         work.result()
     except ClientGone:
         raise
     except BaseException:
         work.cancel()
-        call.abandon(spent(), "error")
+        abandon("error")
         raise
     if any(c.finish_reason == "error" for c in choices):
         await call.void("error")  # the client gets no tokens: a retry must not pay twice
         raise APIError(500, "Generation failed inside the engine")
-    await call.finish(spent(), choices[0].finish_reason)
+    completion, thinking = spend.totals()
+    await call.finish(completion, choices[0].finish_reason, thinking_tokens=thinking)
     return choices
 
 
@@ -155,8 +184,8 @@ async def metered_streams(call: MeteredCall, model: ServedModel, requests: list[
         except Exception as exc:
             await queue.put((index, exc))
 
-    tokens, ended, statuses = [0] * len(requests), [False] * len(requests), []
-    sent, status = 0, "disconnected"
+    spend, ended, statuses = _Spend(model, len(requests)), [False] * len(requests), []
+    sent, status = (0, 0), "disconnected"  # (completion, thinking) tokens the client has
     tasks = [asyncio.ensure_future(pump(i, r)) for i, r in enumerate(requests)]
     try:
         try:
@@ -164,7 +193,7 @@ async def metered_streams(call: MeteredCall, model: ServedModel, requests: list[
                 index, item = await queue.get()
                 if isinstance(item, Exception):
                     raise item
-                tokens[index] = item.completion_tokens
+                spend.add(index, item)
                 if item.prompt_tokens is not None:  # an upstream's own count replaces our estimate
                     call.prompt_tokens = item.prompt_tokens
                 if item.error:
@@ -172,25 +201,27 @@ async def metered_streams(call: MeteredCall, model: ServedModel, requests: list[
                 if item.finish_reason:
                     ended[index] = True
                     statuses.append(item.finish_reason)
+                completion, thinking = spend.totals()
                 if all(ended):
                     status = "error" if "error" in statuses else statuses[0]
-                    await call.finish(sum(tokens), status)
+                    await call.finish(completion, status, thinking_tokens=thinking)
                 else:
-                    await call.checkpoint(sum(tokens))
-                sent = sum(tokens)
+                    await call.checkpoint(completion, thinking_tokens=thinking)
+                sent = completion, thinking
                 yield index, item
         except Exception as exc:  # the stream has started: end it cleanly instead of dropping it
             log.exception("request %s: stream failed", call.id)
-            if not sent:
+            if not sent[0]:
                 call.prompt_tokens = 0  # nothing reached the client: nothing is billed
-            call.abandon(sent, "error")  # else billed for the tokens the client has
+            call.abandon(sent[0], "error", thinking_tokens=sent[1])  # else billed for what the client has
             for index in (i for i, done in enumerate(ended) if not done):
-                yield index, GenerationOutput(text="", completion_tokens=tokens[index], finish_reason="error",
-                                              error=f"{type(exc).__name__}: {exc}")
+                yield index, GenerationOutput(text="", completion_tokens=spend.completion[index],
+                                              finish_reason="error", error=f"{type(exc).__name__}: {exc}")
     finally:
         for task in tasks:
             task.cancel()
-        call.abandon(sum(tokens), status)
+        completion, thinking = spend.totals()
+        call.abandon(completion, status, thinking_tokens=thinking)
 
 
 async def metered_stream(call: MeteredCall, model: ServedModel, request: GenerationRequest

@@ -103,3 +103,48 @@ def split_reasoning(text: str) -> tuple[list[Segment], bool]:
         else:
             merged.append(seg)
     return merged, splitter.thinking
+
+
+@dataclass
+class ThinkingCounter:
+    """Counts one completion's thinking tokens from the engine's outputs as they come: every token
+    of each `[THINK]…[/THINK]` span, both markers included (so a completion's answer is exactly
+    its completion tokens minus these); a span left open (max_tokens, a stream cut short) counts
+    to the last token generated. Spans are found as `ReasoningSplitter` finds them, so the count
+    is of what the response shows as thinking.
+
+    An engine output carries new text and the completion's token count so far. A marker is a
+    special token whose text the engine emits at once, so it is the last token of the output
+    whose text holds it: the count is exact for [THINK] tokens. (Text tags such as `<think>`,
+    several tokens each, are placed at their last token; a stop string that holds a marker's
+    text back would place it at the output that releases it.)"""
+
+    thinking: bool = False
+    _opened_at: int = 0  # the marker token that opened the current span (1-based)
+    _closed: int = 0  # tokens of the spans closed so far
+    _generated: int = 0  # the completion's tokens so far
+    _held: str = field(default="", repr=False)  # a suffix that may begin a marker
+
+    def feed(self, delta: str, completion_tokens: int) -> int:
+        """One output (its text, the completion's token count so far) → thinking tokens so far."""
+        self._generated = completion_tokens
+        text = self._held + delta
+        while True:
+            tags = CLOSE_TAGS if self.thinking else OPEN_TAGS
+            ends = [i + len(tag) for tag in tags if (i := text.find(tag)) >= 0]
+            if not ends:
+                break
+            text = text[min(ends):]
+            if self.thinking:
+                self._closed += completion_tokens - self._opened_at + 1
+            else:
+                self._opened_at = completion_tokens
+            self.thinking = not self.thinking
+        self._held = text[len(text) - _partial_tag_suffix(text, tags):]
+        return self.tokens
+
+    @property
+    def tokens(self) -> int:
+        open_span = self._generated - self._opened_at + 1 if self.thinking else 0
+        # an upstream's synthesized markers are not tokens it counted: never more than generated
+        return min(self._closed + open_span, self._generated)

@@ -1,8 +1,9 @@
 """The usage explorer: an account's usage over a date range grouped by day, hour, key or model,
 and as CSV. Days, keys and models come from the daily aggregates (`platform/reports.py`); hours
 from the usage rows themselves, so hourly ranges are capped. Costs are at list price; volume
-discounts are the month's invoice's (`platform/billing.py`). Thinking tokens are output tokens
-(billed so) and are counted within them."""
+discounts are the month's invoice's (`platform/billing.py`). Thinking tokens (reasoning traces,
+[THINK]…[/THINK] markers included) are output tokens, billed so: `thinking_tokens` is the part of
+`completion_tokens` they make up, not an addition to it."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from magistral.platform.store import ApiKey, Store, UsageRecord
 Group = Literal["day", "hour", "key", "model"]
 MAX_DAYS = 366
 MAX_HOURLY_DAYS = 31
-COLUMNS = ["group", "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost_usd"]
+COLUMNS = ["group", "requests", "prompt_tokens", "completion_tokens", "thinking_tokens", "total_tokens",
+           "cost_usd"]
 
 
 def explore(store: Store, config: PlatformConfig, account_id: int, first: date, last: date,
@@ -49,18 +51,20 @@ def _hourly(store: Store, config: PlatformConfig, account_id: int, first: date, 
     end = datetime.combine(last + timedelta(days=1), time(), UTC)
     with store.session() as s:
         rows = s.execute(select(UsageRecord.created_at, UsageRecord.model, UsageRecord.prompt_tokens,
-                                UsageRecord.completion_tokens)
+                                UsageRecord.completion_tokens, UsageRecord.thinking_tokens)
                          .where(UsageRecord.account_id == account_id, UsageRecord.created_at >= start,
                                 UsageRecord.created_at < end)).all()
     groups: dict[str, dict[str, Any]] = {}
-    for created, model, prompt, completion in rows:
+    for created, model, prompt, completion, thinking in rows:
         created = created if created.tzinfo else created.replace(tzinfo=UTC)
         label = created.astimezone(UTC).strftime("%Y-%m-%dT%H:00Z")
         entry = groups.setdefault(label, {"hour": label, "group": label, "requests": 0, "prompt_tokens": 0,
-                                          "completion_tokens": 0, "total_tokens": 0, "cost": Decimal(0)})
+                                          "completion_tokens": 0, "thinking_tokens": 0, "total_tokens": 0,
+                                          "cost": Decimal(0)})
         entry["requests"] += 1
         entry["prompt_tokens"] += prompt
         entry["completion_tokens"] += completion
+        entry["thinking_tokens"] += thinking
         entry["total_tokens"] += prompt + completion
         entry["cost"] += list_cost(config, model, prompt, completion)
     for entry in groups.values():

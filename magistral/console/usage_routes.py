@@ -52,7 +52,7 @@ async def usage(account_id: int, request: Request, start: str | None = None, end
                 group_by: GroupBy = "day", who=Depends(membership)) -> dict[str, Any]:
     first, last, rows = await _explore(request, account_id, start, end, group_by)
     totals = {name: sum(r[name] for r in rows) for name in ("requests", "prompt_tokens", "completion_tokens",
-                                                            "total_tokens")}
+                                                            "thinking_tokens", "total_tokens")}
     totals["cost_usd"] = str(sum((Decimal(r["cost_usd"]) for r in rows), Decimal(0)))
     return {"start": first.isoformat(), "end": last.isoformat(), "group_by": group_by, "data": rows,
             "totals": totals}

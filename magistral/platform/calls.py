@@ -14,6 +14,10 @@ row. The rule "a client never holds an unbilled token" lives here, not in the ro
   client that retries the failure pays once.
 
 Only the first of `finish`/`abandon` counts; later ones are ignored.
+
+`checkpoint`, `finish` and `abandon` take the completion's tokens and, of those, its thinking
+tokens (reasoning traces, counted by `chat.reasoning.ThinkingCounter`; billed as output, like the
+rest). `usage()` reports the counts last billed: the usage a client reads is the usage recorded.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from magistral.platform.keys import KeyInfo
 from magistral.platform.metering import IN_PROGRESS, Usage
@@ -62,36 +66,45 @@ class MeteredCall:
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
     closed: bool = False
+    completion_tokens: int = 0  # as last billed
+    thinking_tokens: int = 0  # of the completion tokens, those of reasoning traces
 
-    def _row(self, completion_tokens: int, status: str) -> Usage:
+    def _row(self, status: str) -> Usage:
         return Usage(request_id=self.id, account_id=self.key.account_id, key_id=self.key.id,
                      model=self.model, prompt_tokens=self.prompt_tokens,
-                     completion_tokens=completion_tokens, status=status, replica=self.platform.replica,
+                     completion_tokens=self.completion_tokens, thinking_tokens=self.thinking_tokens,
+                     status=status, replica=self.platform.replica,
                      latency_ms=int((time.perf_counter() - self.started) * 1000))
 
-    async def checkpoint(self, completion_tokens: int) -> None:
+    def _spent(self, completion_tokens: int, thinking_tokens: int) -> None:
+        # thinking tokens are a part of the completion's: clamped, not raised, on this billing path
+        self.completion_tokens = completion_tokens
+        self.thinking_tokens = max(0, min(thinking_tokens, completion_tokens))
+
+    async def checkpoint(self, completion_tokens: int, thinking_tokens: int = 0) -> None:
         """Bill the tokens generated so far; returns once that is durable (send them after)."""
         if self.closed:
             raise RuntimeError("checkpoint after the call was finished")
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
             self.platform.metrics.ttft.labels(self.model).observe(self.first_token_at - self.started)
+        self._spent(completion_tokens, thinking_tokens)
         if self.platform.enabled:
-            await self.platform.journal.write(self._row(completion_tokens, IN_PROGRESS))
+            await self.platform.journal.write(self._row(IN_PROGRESS))
 
-    async def finish(self, completion_tokens: int, status: str) -> None:
+    async def finish(self, completion_tokens: int, status: str, thinking_tokens: int = 0) -> None:
         """The row's final state, durable when this returns; settles the reservation."""
-        if self._close(completion_tokens, status) and self.platform.enabled:
+        if self._close(completion_tokens, thinking_tokens, status) and self.platform.enabled:
             try:
-                await self.platform.journal.write(self._row(completion_tokens, status))
+                await self.platform.journal.write(self._row(status))
             finally:  # the budget's hold ends once the spend it stood for is in the usage rows
                 self.platform.budgets.release(self.id)
 
-    def abandon(self, completion_tokens: int, status: str) -> None:
+    def abandon(self, completion_tokens: int, status: str, thinking_tokens: int = 0) -> None:
         """The final state of a call being torn down: queued, not awaited (the caller's task may be
         cancelled). A no-op after `finish`."""
-        if self._close(completion_tokens, status) and self.platform.enabled:
-            self.platform.journal.write_nowait(self._row(completion_tokens, status))
+        if self._close(completion_tokens, thinking_tokens, status) and self.platform.enabled:
+            self.platform.journal.write_nowait(self._row(status))
             self.platform.budgets.release(self.id)
 
     async def void(self, status: str = "error") -> None:
@@ -101,19 +114,24 @@ class MeteredCall:
         self.prompt_tokens = 0
         await self.finish(0, status)
 
-    def _close(self, completion_tokens: int, status: str) -> bool:
+    def _close(self, completion_tokens: int, thinking_tokens: int, status: str) -> bool:
         if self.closed:
             return False
         self.closed = True
+        self._spent(completion_tokens, thinking_tokens)
         if self.platform.enabled:
             self.platform.limiter.settle(self.key.id, self.id, self.prompt_tokens + completion_tokens)
         self.platform.metrics.observe_request(self.model, status, self.prompt_tokens, completion_tokens,
                                               time.perf_counter() - self.started)
         return True
 
-    def usage(self, completion_tokens: int) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
-                "total_tokens": self.prompt_tokens + completion_tokens}
+    def usage(self) -> dict[str, Any]:
+        """The API's usage object, as billed. Thinking tokens are within completion_tokens; they
+        are broken out where OpenAI's SDK reads them (`completion_tokens_details.reasoning_tokens`;
+        Mistral's SDK keeps unknown usage fields in `additional_properties`)."""
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "completion_tokens_details": {"reasoning_tokens": self.thinking_tokens}}
 
 
 def refusal_message(reason: str, reserve: int, limit_tokens: int, remaining_tokens: int,

@@ -38,6 +38,7 @@ class Usage:
     latency_ms: int = 0
     replica: str = ""
     created_at: datetime = field(default_factory=utcnow)
+    thinking_tokens: int = 0  # of completion_tokens, a reasoning trace's (last: fields keep their places)
 
     @property
     def final(self) -> bool:
@@ -122,7 +123,8 @@ class UsageJournal:
         latest: dict[str, Usage] = {}
         for usage in batch:  # several states of one request in a round: the last one wins
             latest[usage.request_id] = usage
-        daily: dict[tuple[int, int, str, date], list[int]] = defaultdict(lambda: [0, 0, 0])
+        # (account, key, model, day) → [requests, prompt, completion, thinking]
+        daily: dict[tuple[int, int, str, date], list[int]] = defaultdict(lambda: [0, 0, 0, 0])
         new_rows, updates = [], []
         for usage in latest.values():
             before = self._committed.get(usage.request_id)
@@ -133,13 +135,16 @@ class UsageJournal:
                 totals[0] += 1
                 totals[1] += usage.prompt_tokens
                 totals[2] += usage.completion_tokens
+                totals[3] += usage.thinking_tokens
             else:
                 # the prompt's count may be corrected at the end (an upstream's own count)
                 updates.append({"rid": usage.request_id, "prompt_tokens": usage.prompt_tokens,
-                                "completion_tokens": usage.completion_tokens, "status": usage.status,
+                                "completion_tokens": usage.completion_tokens,
+                                "thinking_tokens": usage.thinking_tokens, "status": usage.status,
                                 "latency_ms": usage.latency_ms})
                 totals[1] += usage.prompt_tokens - before.prompt_tokens
                 totals[2] += usage.completion_tokens - before.completion_tokens
+                totals[3] += usage.thinking_tokens - before.thinking_tokens
         for attempt in (1, 2):
             if self._connection is None:
                 self._connection = self.store.engine.connect()
@@ -151,8 +156,10 @@ class UsageJournal:
                         self._connection.execute(_UPDATE_ROW, updates)
                     self._connection.execute(self._upsert, [
                         {"account_id": account, "key_id": key, "model": model, "day": day,
-                         "requests": requests, "prompt": prompt, "completion": completion}
-                        for (account, key, model, day), (requests, prompt, completion) in daily.items()])
+                         "requests": requests, "prompt": prompt, "completion": completion,
+                         "thinking": thinking}
+                        for (account, key, model, day), (requests, prompt, completion, thinking)
+                        in daily.items()])
                 break
             except DBAPIError as exc:
                 self._connection.close()  # a fresh connection next time
@@ -174,7 +181,8 @@ class UsageJournal:
 
 _UPDATE_ROW = (update(UsageRecord).where(UsageRecord.request_id == bindparam("rid"))
                .values(prompt_tokens=bindparam("prompt_tokens"),
-                       completion_tokens=bindparam("completion_tokens"), status=bindparam("status"),
+                       completion_tokens=bindparam("completion_tokens"),
+                       thinking_tokens=bindparam("thinking_tokens"), status=bindparam("status"),
                        latency_ms=bindparam("latency_ms")))
 
 
@@ -195,13 +203,14 @@ def _upsert_daily(dialect: str):
     statement = make(UsageDaily).values(
         account_id=bindparam("account_id"), key_id=bindparam("key_id"), model=bindparam("model"),
         day=bindparam("day"), requests=bindparam("requests"), prompt_tokens=bindparam("prompt"),
-        completion_tokens=bindparam("completion"))
+        completion_tokens=bindparam("completion"), thinking_tokens=bindparam("thinking"))
     table = UsageDaily.__table__
     return statement.on_conflict_do_update(
         index_elements=["account_id", "key_id", "model", "day"],
         set_={"requests": table.c.requests + statement.excluded.requests,
               "prompt_tokens": table.c.prompt_tokens + statement.excluded.prompt_tokens,
-              "completion_tokens": table.c.completion_tokens + statement.excluded.completion_tokens})
+              "completion_tokens": table.c.completion_tokens + statement.excluded.completion_tokens,
+              "thinking_tokens": table.c.thinking_tokens + statement.excluded.thinking_tokens})
 
 
 def reconcile(store: Store, replica: str, stale_after: timedelta = timedelta(hours=1)) -> int:

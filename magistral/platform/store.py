@@ -100,6 +100,8 @@ class UsageRecord(Base):
     model: Mapped[str] = mapped_column(String(200))
     prompt_tokens: Mapped[int] = mapped_column(Integer)
     completion_tokens: Mapped[int] = mapped_column(Integer)  # thinking tokens included
+    # of completion_tokens, those of [THINK]…[/THINK] traces, markers included (billed as output)
+    thinking_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # a finish reason, or in_progress, disconnected, error, interrupted
     status: Mapped[str] = mapped_column(String(32))
     replica: Mapped[str] = mapped_column(String(200), default="")
@@ -119,6 +121,7 @@ class UsageDaily(Base):
     requests: Mapped[int] = mapped_column(BigInteger, default=0)
     prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)  # billions a day fit
     completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    thinking_tokens: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class IdempotentResponse(Base):

@@ -262,7 +262,8 @@ def test_node_streaming(node_report: dict[str, Any]) -> None:
     text = node_step(node_report, "stream_text")
     check_text(text["text"])
     assert text["chunks"] > 2 and text["finish_reason"] in ("stop", "length")
-    assert set(text["usage"].values()) != {0}
+    counts = [v for v in text["usage"].values() if isinstance(v, int)]  # details are objects
+    assert counts and set(counts) != {0}
     call = node_step(node_report, "stream_tool_call")
     assert call["finish_reason"] == "tool_calls" and len(call["calls"]) >= 1
     for merged in call["calls"]:

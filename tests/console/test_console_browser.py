@@ -126,7 +126,8 @@ def test_sign_up_to_revoked_key_in_the_browser(browser, console_server: Server, 
     page.click("#tabs button[data-tab=usage]")
     page.wait_for_selector("#usage-table tfoot tr")
     total = page.query_selector_all("#usage-table tfoot td")
-    assert int(total[4].text_content()) == used and Decimal(total[5].text_content().lstrip("$")) > 0
+    assert int(total[5].text_content()) == used and Decimal(total[6].text_content().lstrip("$")) > 0
+    assert "thinking" in page.text_content("#usage-table thead") and total[4].text_content() == "0"
     assert page.query_selector("#usage-chart g[data-tokens]") is not None
     assert "smollm2" in page.text_content("#invoice-table")
     page.select_option("#usage-group", "hour")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from magistral.platform.billing import list_cost
 from magistral.platform.calls import RateLimited, reservation
 from magistral.platform.gateway import Platform
 from magistral.platform.keys import KeyInfo, create_key
@@ -56,7 +57,8 @@ def test_open_call_reserves_and_finish_settles(platform: Platform) -> None:
     assert remaining_tokens(platform, key) == 10_000 - 130  # settled to what was used
     record = row(platform, call.id)
     assert (record.prompt_tokens, record.completion_tokens, record.status) == (100, 30, "stop")
-    assert call.usage(30) == {"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130}
+    assert call.usage() == {"prompt_tokens": 100, "completion_tokens": 30, "total_tokens": 130,
+                            "completion_tokens_details": {"reasoning_tokens": 0}}
 
 
 def test_refusals_are_rate_limited_with_headers(platform: Platform) -> None:
@@ -152,5 +154,36 @@ def test_a_void_call_bills_nothing_and_frees_its_reservation(platform: Platform)
     today = datetime.now(UTC).date()
     report = usage_report(platform.store, platform.config, key.account_id, today, today, "model")
     assert report == [{"model": "m", "requests": 1, "prompt_tokens": 0, "completion_tokens": 0,
-                       "total_tokens": 0, "cost_usd": "0.000000"}]
+                       "thinking_tokens": 0, "total_tokens": 0, "cost_usd": "0.000000"}]
     asyncio.run(call.void("error"))  # a second end changes nothing
+
+
+def test_thinking_tokens_ride_with_the_completion_tokens_they_are_part_of(platform: Platform) -> None:
+    """Each checkpoint, abandon and finish bills thinking tokens with the completion tokens they
+    are part of (the row a SIGKILL leaves has both); the daily aggregate, the report and the
+    usage object carry them; the price does not change (they are output tokens)."""
+    key = new_key(platform)
+    call = platform.open_call(key, "m", 10, max_tokens=100, max_context=4096)
+
+    async def stream() -> list[tuple[int, int]]:
+        seen = []
+        for completion, thinking in ((4, 4), (9, 6)):
+            await call.checkpoint(completion, thinking_tokens=thinking)
+            record = row(platform, call.id)
+            seen.append((record.completion_tokens, record.thinking_tokens))
+        return seen
+
+    assert asyncio.run(stream()) == [(4, 4), (9, 6)]
+    call.abandon(12, "disconnected", thinking_tokens=6)
+    platform.journal.flush()
+    record = row(platform, call.id)
+    assert (record.completion_tokens, record.thinking_tokens, record.status) == (12, 6, "disconnected")
+    assert call.usage() == {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22,
+                            "completion_tokens_details": {"reasoning_tokens": 6}}
+    other = platform.open_call(key, "m", 10, max_tokens=100, max_context=4096)
+    asyncio.run(other.finish(5, "stop", thinking_tokens=9))  # never more than the completion's
+    assert row(platform, other.id).thinking_tokens == 5
+    today = datetime.now(UTC).date()
+    [line] = usage_report(platform.store, platform.config, key.account_id, today, today, "model")
+    assert (line["completion_tokens"], line["thinking_tokens"], line["total_tokens"]) == (17, 11, 37)
+    assert line["cost_usd"] == str(list_cost(platform.config, "m", 20, 17))

@@ -76,3 +76,53 @@ def test_a_new_database_is_stamped_current_and_a_pre_alembic_one_is_recognised(t
     third = Store(f"sqlite:///{tmp_path / 'new.db'}")
     assert third.schema_upgrade == ("0002", head())
     third.dispose()
+
+
+def test_a_0004_database_gains_thinking_tokens_and_keeps_its_usage(tmp_path: Path) -> None:
+    """Migration 0005: usage rows and daily aggregates written before it read 0 thinking tokens
+    (their completion tokens, which include any trace, unchanged); new usage adds to them."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import create_engine, select, text
+
+    from magistral.platform.gateway import Platform
+    from magistral.platform.reports import usage_report
+    from magistral.platform.schema import _config
+    from magistral.platform.store import UsageDaily, UsageRecord
+
+    url = f"sqlite:///{tmp_path / 'at-0004.db'}"
+    today = datetime.now(UTC).date()
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        command.upgrade(_config(connection), "0004")
+        def insert(table: str, **row: object) -> int:
+            names = ", ".join(row)
+            values = ", ".join(f":{name}" for name in row)
+            return connection.execute(text(f"INSERT INTO {table} ({names}) VALUES ({values})"), row).lastrowid
+
+        now = datetime.now(UTC)
+        account = insert("accounts", name="old-co", tier="standard", billing_status="active", created_at=now)
+        key = insert("api_keys", name="k", account_id=account, key_hash=hash_key(SECRET), prefix=SECRET[:10],
+                     is_admin=False, created_at=now)
+        insert("usage", request_id="old", account_id=account, key_id=key, model="m", prompt_tokens=10,
+               completion_tokens=5, status="stop", replica="", latency_ms=1, created_at=now)
+        insert("usage_daily", account_id=account, key_id=key, model="m", day=today, requests=1,
+               prompt_tokens=10, completion_tokens=5)
+    engine.dispose()
+    store = Store(url)
+    assert store.schema_upgrade == ("0004", head()) and head() == "0005"
+    with store.session() as s:
+        assert s.scalar(select(UsageRecord.thinking_tokens).where(UsageRecord.request_id == "old")) == 0
+        assert s.scalar(select(UsageDaily.thinking_tokens)) == 0
+    platform = Platform.create(store, replica="test")
+    call = platform.open_call(verify_key(store, SECRET), "m", 20, max_tokens=10)
+    asyncio.run(call.finish(8, "stop", thinking_tokens=3))
+    [line] = usage_report(store, platform.config, account, today, today, "model")
+    assert (line["requests"], line["completion_tokens"], line["thinking_tokens"]) == (2, 13, 3)
+    with store.engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert not [d for d in differences if d[0] not in ("add_index", "remove_index")], differences
+    platform.close()
+    store.dispose()

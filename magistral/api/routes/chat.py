@@ -170,7 +170,7 @@ async def chat_completions(req: ChatCompletionRequest, request: Request,
     choices = await generate_all(call, model, generations, request)
     return JSONResponse(headers=call.headers, content={
         "id": call.id, "object": "chat.completion", "created": call.created, "model": model.id,
-        "usage": call.usage(sum(c.completion_tokens for c in choices)),
+        "usage": call.usage(),
         "choices": [_choice(prep, i, c, req.logprobs) for i, c in enumerate(choices)],
     })
 
@@ -216,12 +216,11 @@ async def _stream(call: MeteredCall, prep: Prepared, generations: list[Generatio
     """Chunks of every choice, interleaved by `index`; usage rides on the very last one."""
     model = prep.model
     streams = [_ChoiceStream(prep) for _ in generations]
-    tokens, open_choices = [0] * len(generations), len(generations)
+    open_choices = len(generations)
     for index in range(len(generations)):
         yield chunk(call.id, call.created, model.id, {"role": "assistant", "content": ""}, index=index)
     async with contextlib.aclosing(metered_streams(call, model, generations)) as outputs:
         async for index, output in outputs:  # each billed before it is sent
-            tokens[index] = output.completion_tokens
             deltas, calls = streams[index].feed(output.text, final=bool(output.finish_reason))
             entries = chat_logprobs(model.tokenizer.decode, output.logprobs) if logprobs else None
             if entries and entries["content"] and not deltas:  # text held back: logprobs still go
@@ -234,7 +233,7 @@ async def _stream(call: MeteredCall, prep: Prepared, generations: list[Generatio
                 yield chunk(call.id, call.created, model.id, delta, index=index)
             if output.finish_reason:
                 open_choices -= 1
-                usage = call.usage(sum(tokens)) if not open_choices else None  # on the very last chunk
+                usage = call.usage() if not open_choices else None  # on the very last chunk, as billed
                 yield chunk(call.id, call.created, model.id, {"content": ""}, index=index,
                             finish_reason="tool_calls" if calls else output.finish_reason, usage=usage)
     yield DONE

@@ -120,7 +120,7 @@ async def completions(req: CompletionRequest, request: Request, key: KeyInfo = D
     choices = await generate_all(call, model, generations, request)
     return JSONResponse(headers=call.headers, content={
         "id": call.id, "object": "text_completion", "created": call.created, "model": model.id,
-        "usage": call.usage(sum(c.completion_tokens for c in choices)),
+        "usage": call.usage(),
         "choices": [_choice(model, i, g.prompt_ids, c, req) for i, (g, c) in
                     enumerate(zip(generations, choices, strict=True))]})
 
@@ -177,10 +177,9 @@ async def _stream(call: MeteredCall, model: ServedModel, generations: list[Gener
         return sse(body)
 
     started, offsets = [False] * len(generations), [0] * len(generations)
-    tokens, open_choices = [0] * len(generations), len(generations)
+    open_choices = len(generations)
     async with contextlib.aclosing(metered_streams(call, model, generations)) as outputs:
         async for index, output in outputs:  # each billed before it is sent
-            tokens[index] = output.completion_tokens
             text, echo_prompt = output.text, None
             if req.echo and not started[index]:
                 prompt = generations[index].prompt_ids
@@ -196,5 +195,5 @@ async def _stream(call: MeteredCall, model: ServedModel, generations: list[Gener
             if output.finish_reason:
                 open_choices -= 1
                 yield event(index, "", None, _finish_reason(output.finish_reason),
-                            usage=call.usage(sum(tokens)) if not open_choices else None)
+                            usage=call.usage() if not open_choices else None)
     yield DONE

@@ -90,4 +90,4 @@ async def embeddings(req: EmbeddingRequest, request: Request, key: KeyInfo = Dep
                           else vector.astype(np.float64).tolist())
         data.append({"object": "embedding", "embedding": embedding, "index": i})
     return JSONResponse(headers=call.headers, content={
-        "id": call.id, "object": "list", "model": model.id, "data": data, "usage": call.usage(0)})
+        "id": call.id, "object": "list", "model": model.id, "data": data, "usage": call.usage()})

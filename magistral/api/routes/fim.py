@@ -61,7 +61,7 @@ async def fim_completions(req: FIMRequest, request: Request, key: KeyInfo = Depe
     [choice] = await generate_all(call, model, [generation], request)
     return JSONResponse(headers=call.headers, content={
         "id": call.id, "object": "chat.completion", "created": call.created, "model": model.id,
-        "usage": call.usage(choice.completion_tokens),
+        "usage": call.usage(),
         "choices": [{"index": 0, "finish_reason": choice.finish_reason,
                      "message": {"role": "assistant", "content": choice.text, "tool_calls": None,
                                  "prefix": False}}]})
@@ -76,5 +76,5 @@ async def _stream(call: MeteredCall, model: ServedModel, generation: GenerationR
                 yield chunk(call.id, call.created, model.id, {"content": output.text})
             if output.finish_reason:
                 yield chunk(call.id, call.created, model.id, {"content": ""},
-                            finish_reason=output.finish_reason, usage=call.usage(output.completion_tokens))
+                            finish_reason=output.finish_reason, usage=call.usage())
     yield DONE

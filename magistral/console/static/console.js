@@ -166,11 +166,14 @@ function drawUsage(rows) {
   const label = (group) => /^\d{4}-\d\d-\d\dT/.test(group) ? group.slice(5, 16).replace("T", " ") : String(group).slice(0, 18);
   rows.forEach((r, i) => {
     const w = Math.max(1, Math.min(60, step * 0.8)), x = left + i * step + (step - w) / 2;
-    const inputHeight = r.prompt_tokens * scale, outputHeight = r.completion_tokens * scale;
-    const group = svg("g", { "data-group": r.group, "data-tokens": r.total_tokens });
-    group.append(svg("title", {}, `${r.group}: ${r.prompt_tokens} input, ${r.completion_tokens} output, $${r.cost_usd}`));
+    // output tokens are stacked as answer, then thinking: thinking is a part of output, not more
+    const inputHeight = r.prompt_tokens * scale, thinkingHeight = r.thinking_tokens * scale;
+    const answerHeight = (r.completion_tokens - r.thinking_tokens) * scale;
+    const group = svg("g", { "data-group": r.group, "data-tokens": r.total_tokens, "data-thinking": r.thinking_tokens });
+    group.append(svg("title", {}, `${r.group}: ${r.prompt_tokens} input, ${r.completion_tokens} output (${r.thinking_tokens} thinking), $${r.cost_usd}`));
     group.append(svg("rect", { x, width: w, y: height - bottom - inputHeight, height: inputHeight, class: "input" }));
-    group.append(svg("rect", { x, width: w, y: height - bottom - inputHeight - outputHeight, height: outputHeight, class: "output" }));
+    group.append(svg("rect", { x, width: w, y: height - bottom - inputHeight - answerHeight, height: answerHeight, class: "output" }));
+    group.append(svg("rect", { x, width: w, y: height - bottom - inputHeight - answerHeight - thinkingHeight, height: thinkingHeight, class: "thinking" }));
     if (i % every === 0) group.append(svg("text", { x, y: height - bottom + 14 }, label(r.group)));
     chart.append(group);
   });
@@ -190,7 +193,7 @@ async function loadUsage() {
   const report = await call("GET", `/accounts/${accountId}/usage?${query}`);
   if (!$("usage-start").value) { $("usage-start").value = report.start; $("usage-end").value = report.end; }
   drawUsage(report.data);
-  const row = (r) => [r.group, r.requests, r.prompt_tokens, r.completion_tokens, r.total_tokens, "$" + r.cost_usd];
+  const row = (r) => [r.group, r.requests, r.prompt_tokens, r.completion_tokens, r.thinking_tokens, r.total_tokens, "$" + r.cost_usd];
   fill($("usage-table").tBodies[0], report.data.map(row));
   fill($("usage-table").tFoot, [row({ group: "total", ...report.totals })]);
   await loadInvoice();
