@@ -36,9 +36,12 @@ class Transformer(nn.Module):
         if self._rope is None or self._rope[0].shape[0] < end:
             size = max(end, 4096) if self._rope is None else max(end, 2 * self._rope[0].shape[0])
             size = min(size, max(end, self.args.max_seq_len))
-            cos, sin = rope_frequencies(self.args.head_dim, self.args.rope_theta, size)
-            device = self.tok_embeddings.weight.device
-            self._rope = (cos.to(device), sin.to(device))
+            # normal tensors even when first built by an engine thread in inference mode: the
+            # same model may train afterwards (GRPO samples with the weights it trains)
+            with torch.inference_mode(False):
+                cos, sin = rope_frequencies(self.args.head_dim, self.args.rope_theta, size)
+                device = self.tok_embeddings.weight.device
+                self._rope = (cos.to(device), sin.to(device))
         return self._rope
 
     def image_features(self, images: list[torch.Tensor]) -> torch.Tensor:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from magistral.chat.mistral_prompt import MistralPrompter
+from magistral.engine.engine import Engine
 from magistral.model.checkpoints import load_consolidated
 from magistral.train.data import user_message
 from magistral.train.grpo import (
@@ -23,6 +24,7 @@ from magistral.train.grpo import (
     policy_loss,
     policy_step,
     reward_of,
+    sample_groups,
     sequence_logprobs,
     train,
     weigh,
@@ -93,12 +95,18 @@ def test_a_policy_step_makes_the_better_answers_more_likely(sft_run: Path) -> No
     group = [Rollout(prompt.ids, prompt.images, [tok.get_special_token("[THINK]")]
                      + tok.encode(text, bos=False, eos=False), [], reward, reward > 0.5)
              for text, reward in zip(answers, [1.0, 0.0, 0.0, 0.0], strict=True)]
+    cfg = GRPOConfig(init=Path("."), out=Path("."), micro_batch=2, group_size=2, max_tokens=4)
+    engine = Engine(model, prompter.tokenizer, max_active=2, prefix_cache_mb=0)
+    try:  # the weights sample first, as in a run: the engine's inference mode must not leak into training
+        with torch.no_grad():
+            sample_groups(engine, prompter, [ex], [False], cfg, tok.eos_id, seed=0)
+    finally:
+        engine.shutdown()
     with torch.no_grad():
         before = [lp.sum().item() for lp in sequence_logprobs(model, group)]
     for r, lp in zip(group, sequence_logprobs(model, group), strict=True):
         r.old_logprobs = lp.detach().tolist()
     kept, weights = weigh([group])
-    cfg = GRPOConfig(init=Path("."), out=Path("."), micro_batch=2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     for first in (True, False):
         policy_step(model, optimizer, kept, weights, cfg, first=first)
