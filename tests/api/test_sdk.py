@@ -39,7 +39,7 @@ def test_mistral_same_seed_same_answer(mistral) -> None:
 
 def test_mistral_models(mistral) -> None:
     models = mistral.models.list().data
-    assert [m.id for m in models] == ["smollm2-135m-instruct", "all-minilm-l6-v2"]
+    assert [m.id for m in models] == ["smollm2-135m-instruct", "magistral-mini", "all-minilm-l6-v2"]
     card = mistral.models.retrieve(model_id=MODEL)
     assert card.id == "smollm2-135m-instruct" and card.max_context_length == 8192
     assert card.capabilities.completion_chat and not card.capabilities.vision

@@ -73,7 +73,8 @@ def test_errors_carry_the_body_and_client_errors_are_not_retried(scripted) -> No
 
 def test_sync_client_against_the_server(server: Server) -> None:
     with Client(server.base_url, server.key) as client:
-        assert [m["id"] for m in client.models.list()] == ["smollm2-135m-instruct", "all-minilm-l6-v2"]
+        assert [m["id"] for m in client.models.list()] == ["smollm2-135m-instruct", "magistral-mini",
+                                                           "all-minilm-l6-v2"]
         assert client.models.retrieve(MODEL)["id"] == "smollm2-135m-instruct"  # the alias resolves
         response = client.chat.complete(model=MODEL, messages=HELLO, max_tokens=8, temperature=0)
         events = list(client.chat.stream(model=MODEL, messages=HELLO, max_tokens=8, temperature=0))

@@ -35,7 +35,7 @@ const WEATHER = {
 };
 
 test("models are listed, an alias resolves, an unknown model is a NotFoundError", async () => {
-  assert.deepEqual((await client.models.list()).map((m) => m.id), ["smollm2-135m-instruct", "all-minilm-l6-v2"]);
+  assert.deepEqual((await client.models.list()).map((m) => m.id), ["smollm2-135m-instruct", "magistral-mini", "all-minilm-l6-v2"]);
   const card = await client.models.retrieve(MODEL);
   assert.equal(card.id, "smollm2-135m-instruct");
   assert.ok(card.aliases.includes(MODEL));
