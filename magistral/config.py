@@ -36,7 +36,20 @@ class VisionArgs:
     # projection sees edges inside a patch; learned row/column embeddings (up to this many patches
     # a side) make absolute positions — a bar's height — as easy to read as relative ones.
     patch_stem: bool = False
+    # GroupNorm after each stem convolution, statistics over one image's pixels: what is the same
+    # everywhere in an image is removed, so the encoder cannot collapse to a constant "an image is
+    # here" feature that the decoder learns to ignore (what mini-2's encoder did). Per image, so a
+    # row's result does not depend on its batch.
+    patch_stem_norm: bool = False
     absolute_positions: int = 0
+    # Every image stretched to (height, width), whatever its size and aspect: a chart's value axis
+    # then spans the same patch rows in every image.
+    fixed_image_size: tuple[int, int] | None = None
+    # One token per column of patches (the column's patches concatenated and projected) instead of
+    # the 2×2 merger: a vertical bar, its top and its label become one token, read left to right.
+    # Needs fixed_image_size (a column's length is part of the projection). An image's column
+    # tokens are centred (their mean removed) after the adapter.
+    column_tokens: bool = False
 
     @property
     def head_dim(self) -> int:

@@ -148,6 +148,16 @@ def preprocess(image: Image.Image, patch: int, merge: int, max_side: int) -> np.
     """PIL image → float32 (3, H, W), H and W multiples of patch × merge."""
     columns, rows = token_grid(*image.size, patch, merge, max_side)
     size = (columns * patch * merge, rows * patch * merge)  # (width, height) for cv2
+    return _resized(image, size)
+
+
+def preprocess_fixed(image: Image.Image, height: int, width: int) -> np.ndarray:
+    """PIL image → float32 (3, height, width), stretched whatever its aspect (models trained on one
+    image size, magistral-mini)."""
+    return _resized(image, (width, height))
+
+
+def _resized(image: Image.Image, size: tuple[int, int]) -> np.ndarray:
     pixels = cv2.resize(np.array(to_rgb(image), dtype=np.float32), size, interpolation=cv2.INTER_CUBIC)
     pixels = pixels / np.float32(255.0)
     pixels = (pixels - np.asarray(CLIP_MEAN, dtype=np.float32)) / np.asarray(CLIP_STD, dtype=np.float32)

@@ -23,12 +23,14 @@ from mistral_common.protocol.instruct.tool_calls import FunctionCall, Tool, Tool
 from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
 from mistral_common.tokens.tokenizers.image import ImageEncoder, ImageEncoding
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+from PIL import Image
 
-from magistral.chat.images import image_token_ids, preprocess, token_grid
+from magistral.chat.images import image_token_ids, preprocess, preprocess_fixed, token_grid
 from magistral.chat.messages import SAFE_PROMPT
 from magistral.chat.prompt import EncodedPrompt
 from magistral.chat.reasoning import REASONING_SYSTEM_PROMPT
 from magistral.chat.tools import MistralToolFormat
+from magistral.config import VisionArgs
 from magistral.engine.grammar import GrammarCompiler
 
 # decoded as text: the reasoning splitter and the tool-call parser read them
@@ -36,10 +38,25 @@ VISIBLE_SPECIALS = ("[THINK]", "[/THINK]", "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"
 
 
 class NativeImageEncoder(ImageEncoder):
-    """mistral-common's image hook, served by our preprocessing (magistral.chat.images)."""
+    """mistral-common's image hook, served by our preprocessing (magistral.chat.images). A model
+    trained on one image size (VisionArgs.fixed_image_size) gets every image stretched to it; with
+    column tokens, one row of [IMG] (one per patch column) and [IMG_END]."""
+
+    fixed_size: tuple[int, int] | None = None
+    column_tokens: bool = False
 
     def __call__(self, content: ImageChunk) -> ImageEncoding:  # type: ignore[override]
         cfg, ids = self.image_config, self.special_ids
+        if self.fixed_size is not None:
+            height, width = self.fixed_size
+            image = preprocess_fixed(content.image, height, width)
+            if self.column_tokens:
+                columns, rows = width // cfg.image_patch_size, 1
+            else:
+                tile = cfg.image_patch_size * cfg.spatial_merge_size
+                columns, rows = width // tile, height // tile
+            return ImageEncoding(tokens=image_token_ids(columns, rows, ids.img, ids.img_break, ids.img_end),
+                                 image=image)
         columns, rows = token_grid(*content.image.size, cfg.image_patch_size, cfg.spatial_merge_size,
                                    cfg.max_image_size)
         return ImageEncoding(
@@ -109,12 +126,17 @@ class TekkenTokenizer:
 
 
 class MistralPrompter:
-    def __init__(self, tokenizer_file: str | Path):
+    def __init__(self, tokenizer_file: str | Path, vision: VisionArgs | None = None):
+        """`vision`: the model's encoder, where it fixes the image size or lays images out as
+        column tokens (magistral-mini); Mistral's published models need nothing from it."""
         self.mistral = MistralTokenizer.from_file(str(tokenizer_file))
         instruct = self.mistral.instruct_tokenizer
         if instruct.image_encoder is not None:
             old = instruct.image_encoder
             instruct.image_encoder = NativeImageEncoder(old.image_config, old.special_ids)
+            if vision is not None and vision.fixed_image_size is not None:
+                instruct.image_encoder.fixed_size = vision.fixed_image_size
+                instruct.image_encoder.column_tokens = vision.column_tokens
         self.tokenizer = TekkenTokenizer(self.mistral)
         self.tool_format = MistralToolFormat(self.mistral)
         self.grammar = GrammarCompiler(lambda: self.tool_format.llg_tokenizer)
@@ -139,6 +161,8 @@ class MistralPrompter:
         if encoder is None:
             return 0
         cfg = encoder.image_config
+        if encoder.fixed_size is not None:
+            return len(encoder(ImageChunk(image=Image.new("RGB", (1, 1)))).tokens)
         side = -(-cfg.max_image_size // (cfg.image_patch_size * cfg.spatial_merge_size))
         return side * side + side
 

@@ -136,7 +136,7 @@ def _load_mistral_model(folder: Path, max_active: int, quantize: str) -> ServedM
                                 "with their mistral-common tokenizer")
     # quantised block by block while loading: a 24B checkpoint never exists whole in fp32
     model, _ = load_checkpoint(folder, quantize="none" if quantize == "auto" else quantize)
-    prompter = MistralPrompter(tekken)
+    prompter = MistralPrompter(tekken, model.args.vision)
     if prompter.vision and model.args.vision is None:  # a family's shared tokenizer: serve text
         log.info("%s: the tokenizer has an image section but the model no vision encoder; "
                  "serving text only", folder)

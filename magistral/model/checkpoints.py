@@ -171,12 +171,16 @@ def _vision_from_params(vision: dict[str, Any], source: str) -> VisionArgs:
     and `max_image_size` Mistral publishes, plus our own hidden_act/adapter_act/adapter_norm)."""
     projector = vision.get("mm_projector_id")
     merge = vision.get("spatial_merge_size", 1)
-    if projector not in (None, "", "patch_merge"):
-        raise _unsupported(source, f"vision_encoder.mm_projector_id {projector!r}", "only patch_merge")
+    if projector not in (None, "", "patch_merge", "column_merge"):
+        raise _unsupported(source, f"vision_encoder.mm_projector_id {projector!r}",
+                           "only patch_merge (and our column_merge)")
     if projector == "patch_merge" and merge < 2:
         raise ValueError(f"{source}: mm_projector_id patch_merge needs spatial_merge_size ≥ 2, not {merge}")
-    if projector == "":  # mistral-inference builds the merger only when asked by name
+    if projector in ("", "column_merge"):  # mistral-inference builds the merger only when asked by name
         merge = 1
+    fixed = vision.get("fixed_image_size")
+    if projector == "column_merge" and not fixed:
+        raise ValueError(f"{source}: mm_projector_id column_merge needs fixed_image_size [height, width]")
     return VisionArgs(
         hidden_size=vision["hidden_size"], num_hidden_layers=vision["num_hidden_layers"],
         num_attention_heads=vision["num_attention_heads"], intermediate_size=vision["intermediate_size"],
@@ -189,7 +193,10 @@ def _vision_from_params(vision: dict[str, Any], source: str) -> VisionArgs:
         adapter_norm=bool(vision.get("add_pre_mm_projector_layer_norm", vision.get("adapter_norm", False))),
         adapter_bias=vision.get("adapter_bias", True), adapter_act=vision.get("adapter_act", "gelu"),
         patch_stem=bool(vision.get("patch_stem", False)),
-        absolute_positions=vision.get("absolute_positions", 0))
+        patch_stem_norm=bool(vision.get("patch_stem_norm", False)),
+        absolute_positions=vision.get("absolute_positions", 0),
+        fixed_image_size=(int(fixed[0]), int(fixed[1])) if fixed else None,
+        column_tokens=projector == "column_merge")
 
 
 def args_from_params(params: dict[str, Any], source: str = "params.json") -> ModelArgs:
@@ -245,15 +252,20 @@ def params_from_args(args: ModelArgs) -> dict[str, Any]:
             "max_image_size": v.image_size, "patch_size": v.patch_size, "rope_theta": v.rope_theta,
             "intermediate_size": v.intermediate_size, "num_hidden_layers": v.num_hidden_layers,
             "num_attention_heads": v.num_attention_heads, "adapter_bias": v.adapter_bias,
-            "mm_projector_id": "patch_merge" if v.spatial_merge_size > 1 else "",
+            "mm_projector_id": "column_merge" if v.column_tokens
+            else "patch_merge" if v.spatial_merge_size > 1 else "",
             "spatial_merge_size": v.spatial_merge_size, "add_pre_mm_projector_layer_norm": v.adapter_norm,
             "image_token_id": v.image_token_id, "image_break_token_id": v.image_break_token_id,
             "image_end_token_id": v.image_end_token_id, "hidden_act": v.hidden_act,
             "adapter_act": v.adapter_act}
         if v.patch_stem:
             params["vision_encoder"]["patch_stem"] = True
+        if v.patch_stem_norm:
+            params["vision_encoder"]["patch_stem_norm"] = True
         if v.absolute_positions:
             params["vision_encoder"]["absolute_positions"] = v.absolute_positions
+        if v.fixed_image_size:
+            params["vision_encoder"]["fixed_image_size"] = list(v.fixed_image_size)
     return params
 
 

@@ -9,7 +9,7 @@ from magistral.config import ModelArgs
 from magistral.model.cache import KVCache
 from magistral.model.layers import RMSNorm, TransformerBlock
 from magistral.model.rope import rope_frequencies
-from magistral.model.vision import PatchMerger, VisionEncoder, VisionLanguageAdapter
+from magistral.model.vision import ColumnMerger, PatchMerger, VisionEncoder, VisionLanguageAdapter
 
 
 class Transformer(nn.Module):
@@ -24,7 +24,9 @@ class Transformer(nn.Module):
             self.vision_encoder = VisionEncoder(vision)
             self.pre_mm_projector_norm = RMSNorm(vision.hidden_size, args.norm_eps) \
                 if vision.adapter_norm else None
-            self.patch_merger = PatchMerger(vision) if vision.spatial_merge_size > 1 else None
+            self.patch_merger: nn.Module | None = (
+                ColumnMerger(vision) if vision.column_tokens
+                else PatchMerger(vision) if vision.spatial_merge_size > 1 else None)
             self.vision_language_adapter = VisionLanguageAdapter(vision, args.dim)
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -51,7 +53,12 @@ class Transformer(nn.Module):
             x = self.pre_mm_projector_norm(x)
         if self.patch_merger is not None:
             x = self.patch_merger(x, grids)
-        return self.vision_language_adapter(x)
+        x = self.vision_language_adapter(x)
+        if self.args.vision is not None and self.args.vision.column_tokens:
+            # Each image's tokens centred: what all its tokens share is removed, so the features
+            # cannot collapse to a constant the decoder learns to ignore (it did, without this).
+            x = torch.cat([t - t.mean(0, keepdim=True) for t in x.split([w for _, w in grids])])
+        return x
 
     def embed(self, tokens: torch.Tensor, images: list[torch.Tensor] | None = None) -> torch.Tensor:
         """tokens (B, T) → (B, T, dim); each [IMG] position takes the next image feature."""

@@ -127,6 +127,9 @@ class VisionEncoder(nn.Module):
         return x, grids
 
 
+STEM_GROUPS = 8
+
+
 def patch_stem(args: VisionArgs) -> nn.Sequential:
     """log2(patch_size) 3×3 stride-2 convolutions, widening to hidden_size: one output per patch."""
     depth = args.patch_size.bit_length() - 1
@@ -136,6 +139,8 @@ def patch_stem(args: VisionArgs) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(itertools.pairwise(widths)):
         layers.append(nn.Conv2d(a, b, kernel_size=3, stride=2, padding=1, bias=i < depth - 1))
+        if args.patch_stem_norm:
+            layers.append(nn.GroupNorm(STEM_GROUPS, b))
         if i < depth - 1:
             layers.append(nn.GELU())
     return nn.Sequential(*layers)
@@ -156,6 +161,22 @@ class PatchMerger(nn.Module):
             blocks = F.unfold(grid, kernel_size=self.merge, stride=self.merge)  # (1, D·m², L)
             merged.append(blocks[0].T)
         return self.merging_layer(torch.cat(merged))
+
+
+class ColumnMerger(nn.Module):
+    """Concatenates each column of patch features, top to bottom, and projects it to one token."""
+
+    def __init__(self, args: VisionArgs):
+        super().__init__()
+        if args.fixed_image_size is None:
+            raise ValueError("column tokens need a fixed image size: a column's length is fixed")
+        rows = args.fixed_image_size[0] // args.patch_size
+        self.merging_layer = nn.Linear(args.hidden_size * rows, args.hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor, grids: list[tuple[int, int]]) -> torch.Tensor:
+        columns = [feats.view(h, w, -1).transpose(0, 1).reshape(w, -1)
+                   for feats, (h, w) in zip(x.split([h * w for h, w in grids]), grids, strict=True)]
+        return self.merging_layer(torch.cat(columns))
 
 
 class VisionLanguageAdapter(nn.Module):

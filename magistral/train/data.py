@@ -13,7 +13,7 @@ import torch
 
 from magistral.chat.mistral_prompt import MistralPrompter
 from magistral.chat.tekken import write_v13_tekken
-from magistral.train.preset import IMAGE, TOKENIZER_RANKS
+from magistral.train.preset import IMAGE, TOKENIZER_RANKS, magistral_mini_args
 from magistral.train.tasks.charts import Example, example
 
 
@@ -29,7 +29,7 @@ def make_tokenizer(folder: Path) -> MistralPrompter:
     """magistral-mini's tekken.json (written into `folder`) and the prompter that reads it."""
     folder.mkdir(parents=True, exist_ok=True)
     path = write_v13_tekken(folder / "tekken.json", image=IMAGE, ranks=TOKENIZER_RANKS)
-    return MistralPrompter(path)
+    return MistralPrompter(path, magistral_mini_args().vision)
 
 
 def user_message(ex: Example) -> list[dict]:
@@ -61,12 +61,10 @@ def batch(
     reasoning_prompt_share: float,
     kinds: tuple[str, ...] | None = None,
 ) -> list[Sample]:
+    # one choice for the whole batch: a single long prompt would pad every row to its length
+    reasoning_prompt = rng.random() < reasoning_prompt_share
     return [
-        encode(
-            prompter,
-            example(rng, rng.choice(kinds) if kinds else None),
-            rng.random() < reasoning_prompt_share,
-        )
+        encode(prompter, example(rng, rng.choice(kinds) if kinds else None), reasoning_prompt)
         for _ in range(size)
     ]
 

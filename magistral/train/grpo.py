@@ -212,9 +212,9 @@ def train(cfg: GRPOConfig) -> Path:
     cfg.out.mkdir(parents=True, exist_ok=True)
     (cfg.out / "model").mkdir(exist_ok=True)
     shutil.copy(cfg.init / "tekken.json", cfg.out / "model" / "tekken.json")
-    prompter = MistralPrompter(cfg.out / "model" / "tekken.json")
-    eos = prompter.mistral.instruct_tokenizer.tokenizer.eos_id
     model, _ = load_consolidated(cfg.init)
+    prompter = MistralPrompter(cfg.out / "model" / "tekken.json", model.args.vision)
+    eos = prompter.mistral.instruct_tokenizer.tokenizer.eos_id
     model.to(device)
     torch.manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)

@@ -45,7 +45,7 @@ class SFTConfig:
     warmup: int = 100
     weight_decay: float = 0.05
     seed: int = 0
-    reasoning_prompt_share: float = 0.5  # samples with the API's default reasoning system prompt
+    reasoning_prompt_share: float = 0.25  # samples with the API's default reasoning system prompt
     checkpoint_every: int = 100
     eval_every: int = 500
     eval_size: int = 48

@@ -60,3 +60,18 @@ def test_thinking_chunks_in_history_become_think_tokens(tmp_path: Path) -> None:
                 {"role": "user", "content": "bye"}]
     ids = p.encode(messages, reasoning_prompt=False).ids
     assert ids.index(34) < ids.index(35)
+
+
+def test_a_fixed_size_column_token_model_gets_every_image_stretched(tmp_path: Path) -> None:
+    """magistral-mini's images: any size and aspect → 16×32 px, one [IMG] per patch column, [IMG_END]."""
+    from tests.model.test_checkpoints import column_token_args
+
+    p = MistralPrompter(write_v13_tekken(tmp_path / "tekken.json", image=TINY_IMAGE),
+                        column_token_args().vision)
+    for size in [(16, 24), (300, 40), (5, 90)]:
+        image = {"type": "image", "image": Image.new("RGB", size, "red")}
+        prompt = p.encode([{"role": "user", "content": [image]}], reasoning_prompt=False)
+        assert [tuple(i.shape) for i in prompt.images] == [(3, 16, 32)]
+        first = prompt.ids.index(10)
+        assert prompt.ids[first:first + 9] == [10] * 8 + [13] and prompt.ids.count(12) == 0
+    assert p.max_image_tokens == 9

@@ -3,6 +3,7 @@ checkpoints the tests save themselves (fp32, max |Δlogit| ≤ 1e-4)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,53 @@ def test_patch_stem_and_absolute_positions_round_trip(tmp_path: Path) -> None:
         assert max_diff(converted(None, embeddings=converted.embed(ids, images)), mine) == 0
         ours.vision_encoder.row_embedding.weight.add_(1.0)  # the rows' embeddings are read
         assert max_diff(ours(None, embeddings=ours.embed(ids, images)), mine) > 1e-3
+
+
+def column_token_args():
+    from magistral.config import tiny_vision_args
+
+    args = tiny_vision_args()
+    v = args.vision
+    v.patch_stem, v.patch_stem_norm, v.absolute_positions = True, True, 8
+    v.fixed_image_size, v.column_tokens, v.spatial_merge_size = (16, 32), True, 1
+    return args
+
+
+def test_column_tokens_one_per_patch_column_centred_and_round_trip(tmp_path: Path) -> None:
+    """magistral-mini's layout: an image stretched to 16×32 px (4 px patches) becomes 8 tokens,
+    one per patch column, whose mean is zero; params.json names the column merger, the fixed
+    size and the stem's norm, and the converted model computes the same logits."""
+    from magistral.model.transformer import Transformer
+
+    torch.manual_seed(0)
+    args = column_token_args()
+    ours = Transformer(args).eval()
+    images = [torch.rand(3, 16, 32), torch.rand(3, 16, 32)]
+    with torch.no_grad():
+        features = ours.image_features(images)
+    assert features.shape == (16, args.dim)
+    assert features.view(2, 8, -1).mean(1).abs().max() < 1e-5
+    ids = torch.tensor([[1, 3, *[10] * 8, 13, 50, *[10] * 8, 13, 4]])
+    folder = save_consolidated(ours, tmp_path / "mini")
+    params = json.loads((folder / "params.json").read_text())["vision_encoder"]
+    assert params["mm_projector_id"] == "column_merge" and params["fixed_image_size"] == [16, 32]
+    assert params["patch_stem_norm"] is True
+    converted, _ = load_consolidated(folder)
+    assert converted.args.vision == args.vision
+    with torch.no_grad():
+        mine = ours(None, embeddings=ours.embed(ids, images))
+        assert max_diff(converted(None, embeddings=converted.embed(ids, images)), mine) == 0
+        # a column's content is read: change one column of pixels, that column's token changes most
+        changed = images[0].clone()
+        changed[:, :, 8:12] = 1.0 - changed[:, :, 8:12]
+        moved = (ours.image_features([changed]) - features[:8]).norm(dim=-1)
+        assert int(moved.argmax()) == 2
+
+
+def test_column_merge_needs_a_fixed_image_size(tmp_path: Path) -> None:
+    from magistral.model.checkpoints import args_from_params, params_from_args
+
+    params = params_from_args(column_token_args())
+    del params["vision_encoder"]["fixed_image_size"]
+    with pytest.raises(ValueError, match="fixed_image_size"):
+        args_from_params(params)
