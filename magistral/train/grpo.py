@@ -27,8 +27,7 @@ import json
 import random
 import shutil
 import statistics
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,6 +40,7 @@ from magistral.engine.sampling import SamplingParams
 from magistral.model.checkpoints import load_consolidated, save_consolidated
 from magistral.model.moe import MoeFeedForward, load_balancing_loss
 from magistral.model.transformer import Transformer
+from magistral.train.bookkeeping import Bookkeeping
 from magistral.train.data import user_message
 from magistral.train.distributed import average_gradients, distributed
 from magistral.train.sft import BALANCE_WEIGHT, answer_of, evaluate
@@ -218,15 +218,15 @@ def train(cfg: GRPOConfig) -> Path:
     model.to(device)
     torch.manual_seed(cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=0.0)
-    start, checkpoint = 0, cfg.out / "checkpoint.pt"
-    if cfg.resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    start = 0
+    book = Bookkeeping(cfg.out, rank, cfg.steps, cfg.minutes, cfg.eval_every, cfg.checkpoint_every)
+    if cfg.resume and book.checkpoint.is_file():
+        state = torch.load(book.checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
-    began, log = time.monotonic(), (cfg.out / "log.jsonl").open("a")
     if start == 0 and rank == 0 and cfg.eval_every:
-        log.write(json.dumps({"step": 0, **evaluate(model, prompter, cfg.eval_size, cfg.seed)}) + "\n")
+        book.write({"step": 0, **evaluate(model, prompter, cfg.eval_size, cfg.seed)})
     # keys and values of older weights must not be reused: no prefix cache
     engine = Engine(model, prompter.tokenizer, max_active=cfg.prompts_per_step * cfg.group_size,
                     prefix_cache_mb=0)
@@ -251,23 +251,13 @@ def train(cfg: GRPOConfig) -> Path:
         }
         for update in range(cfg.updates_per_batch if kept else 0):
             policy_step(model, optimizer, kept, weights, cfg, first=update == 0, world=world)
-        record["seconds"] = round(time.monotonic() - began, 1)
+        record["seconds"] = book.elapsed()
         bar.set_postfix(reward=f"{record['reward']:.2f}", correct=f"{record['correct']:.2f}",
                         tokens=f"{record['completion_tokens']:.0f}")
-        out_of_time = cfg.minutes is not None and time.monotonic() - began > cfg.minutes * 60
-        last = step + 1 == cfg.steps or out_of_time
-        if rank == 0 and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or last):
-            record.update(evaluate(model, prompter, cfg.eval_size, cfg.seed))
-            bar.write(json.dumps(record))
-        if rank == 0:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or last):
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                        "config": {k: str(v) for k, v in asdict(cfg).items()}}, checkpoint)
-        if last:
+        if book.end_step(step, record, bar, model, optimizer, cfg,
+                         lambda: evaluate(model, prompter, cfg.eval_size, cfg.seed)):
             break
-    log.close()
+    book.close()
     engine.shutdown()
     if rank == 0:
         save_consolidated(model.cpu(), cfg.out / "model")

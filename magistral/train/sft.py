@@ -15,8 +15,7 @@ import asyncio
 import json
 import math
 import random
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from magistral.chat.mistral_prompt import MistralPrompter
 from magistral.model.checkpoints import save_consolidated
 from magistral.model.moe import MoeFeedForward, load_balancing_loss
 from magistral.model.transformer import Transformer
+from magistral.train.bookkeeping import Bookkeeping
 from magistral.train.data import batch, collate, make_tokenizer, user_message
 from magistral.train.distributed import average_gradients, distributed
 from magistral.train.preset import magistral_mini_args
@@ -152,15 +152,13 @@ def train(cfg: SFTConfig) -> Path:
         model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay
     )
     start = 0
-    checkpoint = cfg.out / "checkpoint.pt"
-    if cfg.resume and checkpoint.is_file():
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+    book = Bookkeeping(cfg.out, rank, cfg.steps, cfg.minutes, cfg.eval_every, cfg.checkpoint_every)
+    if cfg.resume and book.checkpoint.is_file():
+        state = torch.load(book.checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = state["step"]
-    began, log = time.monotonic(), (cfg.out / "log.jsonl").open("a")
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=rank != 0, desc="sft")
-    step = start
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
@@ -184,31 +182,13 @@ def train(cfg: SFTConfig) -> Path:
             "loss": round(token_loss.item(), 4),
             "token_accuracy": round(accuracy, 4),
             "lr": optimizer.param_groups[0]["lr"],
-            "seconds": round(time.monotonic() - began, 1),
+            "seconds": book.elapsed(),
         }
         bar.set_postfix(loss=f"{record['loss']:.3f}", acc=f"{accuracy:.2f}")
-        last = step + 1 == cfg.steps or (
-            cfg.minutes is not None and time.monotonic() - began > cfg.minutes * 60
-        )
-        if rank == 0 and cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or last):
-            record.update(evaluate(model, prompter, cfg.eval_size, cfg.seed))
-            bar.write(json.dumps(record))
-        if rank == 0:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0 or last):
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "step": step + 1,
-                    "config": {k: str(v) for k, v in asdict(cfg).items()},
-                },
-                checkpoint,
-            )
-        if last:
+        if book.end_step(step, record, bar, model, optimizer, cfg,
+                         lambda: evaluate(model, prompter, cfg.eval_size, cfg.seed)):
             break
-    log.close()
+    book.close()
     if rank == 0:
         save_consolidated(model.cpu(), cfg.out / "model")
         plot(cfg.out / "log.jsonl", cfg.out / "sft.png")
