@@ -357,8 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="serving weights: auto = int4 for GGUF files (their weights are 4-bit already), "
                        "fp32 for safetensors checkpoints")
     serve.add_argument("--fast-batched-decode", action="store_true",
-                       help="int4/int8 models: decode steps of many streams use bf16 copies of the weights "
-                       "(faster at 16 streams), so a request's greedy tokens may depend on what else runs")
+                       help="decode steps of many streams use bf16 copies of int4/int8 weights and prompts "
+                       "arriving together are prefilled in one batch (faster at 16 streams), so a request's "
+                       "greedy tokens may depend on what else runs")
     serve.add_argument("--redis-url", default=None,
                        help="share rate limits between replicas in Redis (default: in this process)")
     serve.add_argument("--redis-namespace", default="magistral",

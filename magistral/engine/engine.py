@@ -56,6 +56,13 @@ def _together_cost(prompts: list[list[int]]) -> int:
     return shared + len(prompts) * max(len(p) - shared for p in prompts)
 
 
+def _scoring_only(seq: _Sequence) -> bool:
+    """A request that only scores its prompt (evaluations' log-likelihoods): batched with other
+    such ones even when the engine is batch-invariant; its logprobs agree to ~1e-6, and it decodes
+    no tokens that could differ."""
+    return seq.request.prompt_logprobs is not None and seq.request.params.max_tokens == 0
+
+
 class Detokenizer(Protocol):
     stop_ids: set[int]
 
@@ -141,8 +148,16 @@ class _Sequence:
 
 class Engine:
     def __init__(self, model: Transformer, tokenizer: Detokenizer, max_active: int = 8,
-                 prefix_cache_mb: float = 256.0):
+                 prefix_cache_mb: float = 256.0, batch_invariant: bool = True):
+        """`batch_invariant`: a prompt's numbers do not depend on what else runs or on the prefix
+        cache. Matmul kernels pick their blocking by the number of rows (bf16 here: a row's
+        result at 9–32 rows differs from the same row among 400), so a prompt is never prefilled
+        in a batch with others, its chunks start at multiples of PREFILL_CHUNK whatever else
+        runs, and a prefix-cache hit is taken only where a fresh prefill would have cut a chunk
+        (or for the whole prompt, computed alike). False: prompts arriving together are
+        prefilled in one batch and any cached prefix is reused (faster first tokens under load)."""
         self.model = model
+        self.batch_invariant = batch_invariant
         self.tokenizer = tokenizer
         self.max_context = model.args.max_seq_len
         self.max_active = max_active
@@ -234,7 +249,8 @@ class Engine:
                 continue
             self._active.append(seq)
             if seq.cacheable:
-                hit = self.prefix_cache.lookup(seq.request.prompt_ids)
+                hit = self.prefix_cache.lookup(
+                    seq.request.prompt_ids, aligned=PREFILL_CHUNK if self.batch_invariant else None)
                 if hit is not None:
                     length, layers = hit
                     self.cache.write(len(self._active) - 1, layers)
@@ -246,7 +262,8 @@ class Engine:
         # requests that arrive together start in this round, not one per decode step
         budget = PREFILL_CHUNK
         waiting = [s for s in self._active if s.prefilling][:PREFILL_PROMPTS]
-        fresh = [s for s in waiting if s.position == 0 and not s.request.images]
+        fresh = [s for s in waiting if s.position == 0 and not s.request.images
+                 and (not self.batch_invariant or _scoring_only(s))]
         while len(fresh) > 1 and _together_cost([s.request.prompt_ids[:-1] for s in fresh]) > budget:
             fresh.remove(max(fresh, key=lambda s: len(s.request.prompt_ids)))
         if len(fresh) > 1:  # new prompts that fit the budget together: one batched forward
@@ -255,7 +272,9 @@ class Engine:
             if budget <= 0:
                 break
             if seq.prefilling:
-                budget -= self._prefill_chunk(seq, budget)
+                # invariant: up to the next multiple of PREFILL_CHUNK, whatever the budget left
+                chunk = PREFILL_CHUNK - seq.position % PREFILL_CHUNK if self.batch_invariant else budget
+                budget -= self._prefill_chunk(seq, chunk)
         if any(not s.prefilling and s.next_token is not None for s in self._active):
             self._decode_step()
 

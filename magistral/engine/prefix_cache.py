@@ -50,14 +50,19 @@ class PrefixCache:
         self._index: dict[int, tuple[int, int]] = {}  # chain hash → (entry id, prefix length)
         self._next_id = 0
 
-    def lookup(self, tokens: list[int]) -> tuple[int, Layers] | None:
-        """The longest cached prefix, leaving at least the last token to compute."""
+    def lookup(self, tokens: list[int], aligned: int | None = None) -> tuple[int, Layers] | None:
+        """The longest cached prefix, leaving at least the last token to compute. `aligned`: only
+        a prefix of a multiple of that many tokens, or one that is a whole entry and all of the
+        prompt but its last token — KV computed in the chunks a fresh prefill would use."""
         for h, length in reversed(_chain(tokens, len(tokens) - 1)):
             found = self._index.get(h)
             if found is None:
                 continue
             entry = self._entries[found[0]]
             if entry.tokens[:length] != tokens[:length]:  # a hash collision, not a match
+                continue
+            whole = length == len(entry.tokens) == len(tokens) - 1
+            if aligned and length % aligned and not whole:
                 continue
             self._entries.move_to_end(found[0])
             self.hits += 1

@@ -181,12 +181,14 @@ def default_models() -> list[str | None]:
 def load_model(spec: str | None = None, *, max_active: int = 16, quantize: str = "auto",
                engine: str = "native", chat_template: str | None = None,
                fast_batched_decode: bool = False) -> ServedModel:
-    """`fast_batched_decode`: decode steps of many rows take bf16 copies of quantized weights —
-    faster, but a request's greedy tokens then depend on what else runs (model/quantize.py)."""
+    """`fast_batched_decode`: decode steps of many rows take bf16 copies of quantized weights and
+    prompts arriving together are prefilled in one batch — faster, but a request's greedy tokens
+    then depend on what else runs (model/quantize.py, engine/engine.py)."""
     served = _on_short_thread(lambda: _load(spec, max_active=max_active, quantize=quantize, engine=engine,
                                             chat_template=chat_template))
     if fast_batched_decode and isinstance(getattr(served.engine, "model", None), torch.nn.Module):
         set_batch_invariant(served.engine.model, False)
+        served.engine.batch_invariant = False  # batched prefill, any cached prefix
     return served
 
 

@@ -6,6 +6,8 @@ import torch
 
 from magistral.config import ModelArgs
 
+PV_BLOCK = 64  # positions per partial sum of decode attention's weighted values (layers.py)
+
 
 def grow_buffers(keys: list[torch.Tensor], values: list[torch.Tensor], capacity: int, needed: int,
                  max_capacity: int) -> int:
@@ -144,7 +146,9 @@ class DecodeView:
 
     def __init__(self, cache: SlotKVCache, positions: list[int]):
         self.cache = cache
-        self.length = max(positions) + 1
+        # whole blocks of decode attention's value sums (layers.decode_attention): positions past
+        # a slot's own are masked and hold zeros or older finite values, so nothing is copied
+        self.length = min(-(-(max(positions) + 1) // PV_BLOCK) * PV_BLOCK, cache.max_capacity)
         cache.ensure(self.length)
         self.rows = torch.arange(len(positions))
         self.positions = torch.tensor(positions)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from magistral.config import ModelArgs
-from magistral.model.cache import KVCache
+from magistral.model.cache import PV_BLOCK, KVCache
 from magistral.model.moe import MoeFeedForward
 from magistral.model.rope import apply_rope
 
@@ -26,14 +26,28 @@ class RMSNorm(nn.Module):
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
                      ) -> torch.Tensor:
     """One query per row: q (B, H, 1, D) over k/v (B, Hkv, L, D), mask (B, 1, 1, L) or None.
-    Plain matmuls beat the fused CPU kernel at this size; query heads are grouped per KV head."""
+    Plain matmuls beat the fused CPU kernel at this size; query heads are grouped per KV head.
+
+    The weighted sum of values is taken PV_BLOCK positions at a time, each block one matmul of
+    the same shape, the blocks then added in order. One matmul over all L positions sums in an
+    order that depends on L (bf16 here: a row attending to its 38 positions alone and the same
+    row padded to 40 beside a longer one differed in the last bits), so a request's tokens
+    depended on the longest sequence in its batch; padded blocks add exact zeros."""
     bsz, n_heads, _, head_dim = q.shape
-    n_kv = k.shape[1]
-    grouped = q.reshape(bsz, n_kv, n_heads // n_kv, head_dim)
+    n_kv, length = k.shape[1], k.shape[2]
+    group = n_heads // n_kv
+    grouped = q.reshape(bsz, n_kv, group, head_dim)
     scores = (grouped @ k.transpose(-1, -2)).float() * head_dim ** -0.5  # (B, Hkv, group, L)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    out = torch.softmax(scores, dim=-1).to(v.dtype) @ v  # (B, Hkv, group, D)
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    pad = -length % PV_BLOCK
+    if pad:
+        probs, v = F.pad(probs, (0, pad)), F.pad(v, (0, 0, 0, pad))
+    blocks = (length + pad) // PV_BLOCK
+    parts = (probs.view(bsz, n_kv, group, blocks, PV_BLOCK).transpose(2, 3)
+             @ v.reshape(bsz, n_kv, blocks, PV_BLOCK, head_dim))  # (B, Hkv, blocks, group, D)
+    out = parts.float().sum(2).to(v.dtype)
     return out.reshape(bsz, n_heads, 1, head_dim)
 
 

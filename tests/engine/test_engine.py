@@ -118,8 +118,9 @@ def test_generation_ends_at_the_context_limit(loaded, tokenizer) -> None:
 
 
 def test_prompt_logprobs_shared_prefix_equal_each_prompt_alone(loaded, tokenizer) -> None:
-    """Options of one question arrive together and share the question: computed once, the
-    prompt logprobs equal those of each prompt scored on its own, and a full forward pass."""
+    """Options of one question arrive together and share the question: computed once (scoring
+    requests are batched even by a batch-invariant engine), the prompt logprobs equal those of
+    each prompt scored on its own, and a full forward pass."""
     from magistral.engine.engine import SHARED_PREFIX_MIN
 
     engine = Engine(loaded.model, tokenizer, max_active=4)
@@ -151,3 +152,58 @@ def test_prompt_logprobs_shared_prefix_equal_each_prompt_alone(loaded, tokenizer
             assert [t for t, _ in shared[-1].top] == reference[-2].topk(2).indices.tolist()
     finally:
         engine.shutdown()
+
+
+def test_sixteen_prompts_decode_alike_together_alone_and_from_the_cache(loaded, tokenizer) -> None:
+    """Batch invariance, the default: sixteen different prompts of different lengths at
+    temperature 0 get the same tokens with the same logprobs, bit for bit, whether they run
+    together, one at a time, or again with their prompts in the prefix cache — on the int4
+    weights serving uses."""
+    import copy
+
+    from magistral.model.quantize import quantize_model
+
+    questions = ["Name a colour.", "What is 2+2?", "Say hello in French.", "Name a planet.",
+                 "Capital of Italy?", "Give me a fruit.", "Count to five.", "What do bees make?",
+                 "Name an ocean.", "What is water made of?", "Write a haiku about snow.",
+                 "Who wrote Hamlet? Answer in one short sentence, please.", "Name a metal.",
+                 "What is a triangle?", "Translate 'cat' to Spanish.", "What day comes after Monday?"]
+    prompts = [prompt(loaded, tokenizer, q) for q in questions]
+    params = SamplingParams(temperature=0.0, max_tokens=16, logprobs=0)
+    engine = Engine(quantize_model(copy.deepcopy(loaded.model), "int4"), tokenizer, max_active=16)
+
+    async def one(ids: list[int]) -> tuple[list[tuple[int, float]], int]:
+        outputs = await collect(engine, ids, params)
+        return [(t.token, t.logprob) for o in outputs for t in o.logprobs], outputs[-1].cached_tokens
+
+    async def together() -> list:
+        return await asyncio.gather(*(one(ids) for ids in prompts))
+
+    try:
+        alone = [run(one(ids)) for ids in prompts[::-1]][::-1]  # cold: each prompt's first run
+        batched = run(together())  # every prompt now a whole-prompt cache hit
+        assert [cached for _, cached in alone] == [0] * 16
+        assert [cached for _, cached in batched] == [len(ids) - 1 for ids in prompts]
+        engine.prefix_cache = type(engine.prefix_cache)(0)  # no cache: together and cold
+        cold_batched = run(together())
+    finally:
+        engine.shutdown()
+    assert all(tokens for tokens, _ in alone) and sum(len(tokens) for tokens, _ in alone) > 100
+    assert [t for t, _ in batched] == [t for t, _ in alone]
+    assert [t for t, _ in cold_batched] == [t for t, _ in alone]
+
+
+def test_an_invariant_engine_takes_a_cached_prefix_only_where_a_chunk_starts(loaded, tokenizer) -> None:
+    """A shared system prompt shorter than PREFILL_CHUNK is not reused by a batch-invariant engine
+    (its KV would come from other chunk boundaries than a fresh prefill's); a repeated prompt is."""
+    template = ChatTemplate(loaded.metadata["tokenizer.chat_template"])
+    system = {"role": "system", "content": "You are a careful assistant. " * 12}
+    prompts = [tokenizer.encode(template.render([system, {"role": "user", "content": q}]))
+               for q in ("Name a fruit.", "Name a color.", "Name a fruit.")]
+    engine = Engine(loaded.model, tokenizer)
+    try:
+        cached = [run(collect(engine, ids, SamplingParams(temperature=0.0, max_tokens=2)))[-1].cached_tokens
+                  for ids in prompts]
+    finally:
+        engine.shutdown()
+    assert cached == [0, 0, len(prompts[2]) - 1]
