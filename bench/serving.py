@@ -4,6 +4,8 @@ aggregate tokens/s at 1, 4 and 16 concurrent streams, API overhead per request, 
 
     python bench/serving.py                   # both engines (llama.cpp needs magistral[llamacpp])
     python bench/serving.py --engines native
+    python bench/serving.py --engines native native-fast   # what batch invariance costs
+    (native-fast: serve --fast-batched-decode)
 Writes bench/results/serving.json and serving.png.
 """
 
@@ -95,7 +97,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def measure(engine: str, runs: int) -> dict:
-    server = start_server(Path(tempfile.mkdtemp(prefix=f"bench-{engine}-")), "--engine", engine)
+    flags = ["--engine", "native", "--fast-batched-decode"] if engine == "native-fast" else ["--engine", engine]
+    server = start_server(Path(tempfile.mkdtemp(prefix=f"bench-{engine}-")), *flags)
     client = httpx.Client(base_url=server.base_url, timeout=600,
                           headers={"Authorization": f"Bearer {server.key}"})
     try:
