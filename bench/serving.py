@@ -97,7 +97,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def measure(engine: str, runs: int) -> dict:
-    flags = ["--engine", "native", "--fast-batched-decode"] if engine == "native-fast" else ["--engine", engine]
+    fast = engine == "native-fast"
+    flags = ["--engine", "native", "--fast-batched-decode"] if fast else ["--engine", engine]
     server = start_server(Path(tempfile.mkdtemp(prefix=f"bench-{engine}-")), *flags)
     client = httpx.Client(base_url=server.base_url, timeout=600,
                           headers={"Authorization": f"Bearer {server.key}"})
