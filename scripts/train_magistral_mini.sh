@@ -7,8 +7,8 @@
 #   scripts/train_magistral_mini.sh [RUN_FOLDER]
 set -euo pipefail
 run=${1:-runs/magistral-mini}
-magistral train sft --out "$run/sft" --steps 4000 --batch-size 8 --lr 2e-3 --seed 0 \
-    --eval-every 500 --eval-size 24 --minutes 130
+magistral train sft --out "$run/sft" --steps 3200 --batch-size 16 --lr 2e-3 --seed 0 \
+    --eval-every 400 --eval-size 48 --minutes 120
 magistral train grpo --init "$run/sft/model" --out "$run/grpo" --steps 60 --prompts 8 --group-size 8 \
-    --lr 1e-4 --max-tokens 96 --seed 0 --eval-every 60 --eval-size 48 --minutes 35
+    --lr 1e-4 --max-tokens 64 --seed 0 --eval-every 60 --eval-size 48 --minutes 30
 magistral train ship "$run/grpo/model" --card "$run/grpo/comparison.md"

@@ -86,7 +86,7 @@ def test_group_loss_is_normalised_by_its_tokens() -> None:
 def test_a_policy_step_makes_the_better_answers_more_likely(sft_run: Path) -> None:
     torch.manual_seed(0)
     model, _ = load_consolidated(sft_run / "model")
-    prompter = MistralPrompter(sft_run / "model" / "tekken.json")
+    prompter = MistralPrompter(sft_run / "model" / "tekken.json", model.args.vision)
     tok = prompter.mistral.instruct_tokenizer.tokenizer
     ex = example(random.Random(5), "count")
     prompt = prompter.encode(user_message(ex), reasoning_prompt=False)
@@ -107,7 +107,7 @@ def test_a_policy_step_makes_the_better_answers_more_likely(sft_run: Path) -> No
     for r, lp in zip(group, sequence_logprobs(model, group), strict=True):
         r.old_logprobs = lp.detach().tolist()
     kept, weights = weigh([group])
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)  # as runs use
     for first in (True, False):
         policy_step(model, optimizer, kept, weights, cfg, first=first)
     with torch.no_grad():

@@ -31,7 +31,7 @@ def test_shipped_weights_are_half_the_bytes_and_load_back(sft_run: Path, tmp_pat
     fp32, _ = load_consolidated(sft_run / "model")
     bf16, _ = load_consolidated(shipped)
     assert next(bf16.parameters()).dtype == torch.float32  # served in fp32
-    prompter = MistralPrompter(shipped / "tekken.json")
+    prompter = MistralPrompter(shipped / "tekken.json", bf16.args.vision)
     prompt = prompter.encode(user_message(example(random.Random(2))), reasoning_prompt=False)
     ids = torch.tensor([prompt.ids])
     with torch.no_grad():
