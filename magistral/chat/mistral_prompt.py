@@ -23,7 +23,6 @@ from mistral_common.protocol.instruct.tool_calls import FunctionCall, Tool, Tool
 from mistral_common.tokens.tokenizers.base import SpecialTokenPolicy
 from mistral_common.tokens.tokenizers.image import ImageEncoder, ImageEncoding
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
-from PIL import Image
 
 from magistral.chat.images import image_token_ids, preprocess, preprocess_fixed, token_grid
 from magistral.chat.messages import SAFE_PROMPT
@@ -48,21 +47,25 @@ class NativeImageEncoder(ImageEncoder):
     def __call__(self, content: ImageChunk) -> ImageEncoding:  # type: ignore[override]
         cfg, ids = self.image_config, self.special_ids
         if self.fixed_size is not None:
-            height, width = self.fixed_size
-            image = preprocess_fixed(content.image, height, width)
-            if self.column_tokens:
-                columns, rows = width // cfg.image_patch_size, 1
-            else:
-                tile = cfg.image_patch_size * cfg.spatial_merge_size
-                columns, rows = width // tile, height // tile
+            columns, rows = self.fixed_grid()
             return ImageEncoding(tokens=image_token_ids(columns, rows, ids.img, ids.img_break, ids.img_end),
-                                 image=image)
+                                 image=preprocess_fixed(content.image, *self.fixed_size))
         columns, rows = token_grid(*content.image.size, cfg.image_patch_size, cfg.spatial_merge_size,
                                    cfg.max_image_size)
         return ImageEncoding(
             tokens=image_token_ids(columns, rows, ids.img, ids.img_break, ids.img_end),
             image=preprocess(content.image, cfg.image_patch_size, cfg.spatial_merge_size,
                              cfg.max_image_size))
+
+
+    def fixed_grid(self) -> tuple[int, int]:
+        """(columns, rows) of image tokens for a fixed-size model: every image has the same."""
+        assert self.fixed_size is not None
+        height, width = self.fixed_size
+        if self.column_tokens:
+            return width // self.image_config.image_patch_size, 1
+        tile = self.image_config.image_patch_size * self.image_config.spatial_merge_size
+        return width // tile, height // tile
 
 
 def _chunks(content: Any, *, allow_images: bool = True) -> Any:
@@ -161,8 +164,9 @@ class MistralPrompter:
         if encoder is None:
             return 0
         cfg = encoder.image_config
-        if encoder.fixed_size is not None:
-            return len(encoder(ImageChunk(image=Image.new("RGB", (1, 1)))).tokens)
+        if encoder.fixed_size is not None:  # no image to preprocess: the grid is fixed
+            columns, rows = encoder.fixed_grid()
+            return (columns + 1) * rows
         side = -(-cfg.max_image_size // (cfg.image_patch_size * cfg.spatial_merge_size))
         return side * side + side
 
