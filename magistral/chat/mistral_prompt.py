@@ -57,7 +57,6 @@ class NativeImageEncoder(ImageEncoder):
             image=preprocess(content.image, cfg.image_patch_size, cfg.spatial_merge_size,
                              cfg.max_image_size))
 
-
     def fixed_grid(self) -> tuple[int, int]:
         """(columns, rows) of image tokens for a fixed-size model: every image has the same."""
         assert self.fixed_size is not None
