@@ -30,7 +30,10 @@ def _serve(args: argparse.Namespace) -> int:
                                replica=args.replica_id or f"{socket.gethostname()}:{args.port}",
                                enabled=not args.no_platform_for_benchmarks)
     specs = args.model or ([] if args.upstream else default_models())  # only upstreams: no local model
-    models = [load_model(spec, max_active=args.max_active, quantize=args.quantize, engine=args.engine,
+    # --engine picks who serves the GGUF; the shipped magistral-mini (a checkpoint folder) is
+    # always served by our engine, so `serve --engine llamacpp` alone still starts
+    models = [load_model(spec, max_active=args.max_active, quantize=args.quantize,
+                         engine="native" if spec is not None and not args.model else args.engine,
                          chat_template=args.chat_template, fast_batched_decode=args.fast_batched_decode)
               for spec in specs]
     if args.upstream:

@@ -94,3 +94,16 @@ def test_llama_cpp_calls_and_json_follow_the_grammar(llamacpp_server: Server) ->
         "temperature": 0, "max_tokens": 100}).json()["choices"][0]
     assert answer["finish_reason"] == "stop"
     jsonschema.validate(json.loads(answer["message"]["content"]), schema)
+
+
+def test_llamacpp_serves_the_gguf_and_ours_serves_magistral_mini(llamacpp_server: Server) -> None:
+    """`serve --engine llamacpp` alone: the shipped magistral-mini is a checkpoint folder that
+    llama.cpp cannot load, so our engine serves it beside the GGUF (it once refused to start)."""
+    import httpx
+
+    models = httpx.get(f"{llamacpp_server.base_url}/v1/models", headers=llamacpp_server.auth()).json()
+    names = {m["id"] for m in models["data"]}
+    assert {"magistral-mini", "smollm2-135m-instruct"} <= names
+    body = {"model": "magistral-mini", "messages": [{"role": "user", "content": "How many bars?"}],
+            "max_tokens": 4, "temperature": 0}
+    assert llamacpp_server.post("/v1/chat/completions", body).status_code == 200
