@@ -14,7 +14,7 @@ import asyncio
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,7 +28,7 @@ from magistral.engine.heap import release_free_heap
 from magistral.engine.prefix_cache import PrefixCache
 from magistral.engine.sampling import Sampler, SamplingParams, TokenLogprob, token_logprobs
 from magistral.engine.stops import StopMatcher
-from magistral.model.cache import SlotKVCache
+from magistral.model.cache import DecodeView, SlotKVCache
 from magistral.model.quantize import dense_prefill
 from magistral.model.transformer import Transformer
 
@@ -148,23 +148,30 @@ class _Sequence:
 
 class Engine:
     def __init__(self, model: Transformer, tokenizer: Detokenizer, max_active: int = 8,
-                 prefix_cache_mb: float = 256.0, batch_invariant: bool = True):
+                 prefix_cache_mb: float = 256.0, batch_invariant: bool = True, compile_decode: bool = False):
         """`batch_invariant`: a prompt's numbers do not depend on what else runs or on the prefix
         cache. Matmul kernels pick their blocking by the number of rows (bf16 here: a row's
         result at 9–32 rows differs from the same row among 400), so a prompt is never prefilled
         in a batch with others, its chunks start at multiples of PREFILL_CHUNK whatever else
         runs, and a prefix-cache hit is taken only where a fresh prefill would have cut a chunk
         (or for the whole prompt, computed alike). False: prompts arriving together are
-        prefilled in one batch and any cached prefix is reused (faster first tokens under load)."""
+        prefilled in one batch and any cached prefix is reused (faster first tokens under load).
+        `compile_decode`: decode steps run a compiled block (engine/compiled.py), compiled here."""
         self.model = model
         self.batch_invariant = batch_invariant
         self.tokenizer = tokenizer
         self.max_context = model.args.max_seq_len
         self.max_active = max_active
         self.dtype = model.tok_embeddings.weight.dtype
-        self.cache = SlotKVCache(model.args, slots=max_active, capacity=1024,
-                                 max_capacity=self.max_context, dtype=self.dtype)
+        with torch.inference_mode():  # the kind of tensor it becomes when the worker grows it
+            self.cache = SlotKVCache(model.args, slots=max_active, capacity=1024,
+                                     max_capacity=self.max_context, dtype=self.dtype)
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
+        self._decode: Callable[[torch.Tensor, DecodeView], torch.Tensor] = model.decode
+        if compile_decode:
+            from magistral.engine.compiled import CompiledDecoder  # imports Inductor: only when asked
+
+            self._decode = CompiledDecoder(model, max_active, self.dtype)
         self._incoming: queue.Queue[_Sequence] = queue.Queue()
         self._active: list[_Sequence] = []  # index = cache slot
         self._wake = threading.Event()
@@ -345,7 +352,7 @@ class Engine:
         rows = self._active
         # rows still prefilling ride along with a placeholder token at their next free position
         # (the next prefill chunk overwrites it) so that slots stay a contiguous batch
-        tokens = [[s.next_token if not s.prefilling and s.next_token is not None else 0] for s in rows]
+        tokens = [s.next_token if not s.prefilling and s.next_token is not None else 0 for s in rows]
         positions = [s.position for s in rows]
         decoded = [(row, s) for row, s in enumerate(rows) if not s.prefilling and s.next_token is not None]
         held = [(row, s.request.constraint) for row, s in decoded if s.request.constraint is not None]
@@ -354,9 +361,7 @@ class Engine:
         if held:
             vocab = self.model.args.vocab_size
             masks = self._mask_thread.submit(self._masks.compute, [c for _, c in held], vocab)
-        logits = self.model(torch.tensor(tokens, dtype=torch.long), cache=self.cache.for_decode(positions),
-                            positions=torch.tensor(positions))
-        last = logits[:, -1].float()
+        last = self._decode(torch.tensor(tokens, dtype=torch.long), self.cache.for_decode(positions))
         allowed: dict[int, bool] = {}
         if masks is not None:  # one numpy pass per row: small torch ops here wait on OpenMP
             scores = last.numpy()

@@ -102,8 +102,18 @@ class ModelRegistry:
             model.engine.shutdown()
 
 
+def _native_engine(model: torch.nn.Module, tokenizer: Any, max_active: int, fast_batched_decode: bool,
+                   compile_decode: bool) -> Engine:
+    # the kernel choice is set before compiling: a compiled block keeps the one it was traced with
+    set_batch_invariant(model, not fast_batched_decode)
+    # MoE routing (model/moe.py) sizes its expert batches from data, which one graph cannot hold
+    return Engine(model, tokenizer, max_active=max_active, batch_invariant=not fast_batched_decode,
+                  compile_decode=compile_decode and model.args.moe is None)
+
+
 def _load_gguf_model(path: Path | None, max_active: int, quantize: str, engine: str,
-                     chat_template: str | None = None) -> ServedModel:
+                     chat_template: str | None = None, fast_batched_decode: bool = False,
+                     compile_decode: bool = False) -> ServedModel:
     loaded = load_gguf(path)
     meta = loaded.metadata
     tokenizer = GGUFTokenizer(meta)
@@ -113,7 +123,7 @@ def _load_gguf_model(path: Path | None, max_active: int, quantize: str, engine: 
         del loaded.model  # llama.cpp holds its own copy of the weights
     else:
         quantize_model(loaded.model, "int4" if quantize == "auto" else quantize)
-        runner = Engine(loaded.model, tokenizer, max_active=max_active)
+        runner = _native_engine(loaded.model, tokenizer, max_active, fast_batched_decode, compile_decode)
     template = ChatTemplate(chat_template or meta.get("tokenizer.chat_template"), tokenizer.bos_token,
                             tokenizer.eos_token)
     reasoning = "[THINK]" in set(meta["tokenizer.ggml.tokens"])
@@ -126,7 +136,8 @@ def _load_gguf_model(path: Path | None, max_active: int, quantize: str, engine: 
         description=f"{meta.get('general.name', model_id)} ({loaded.path.name})")
 
 
-def _load_mistral_model(folder: Path, max_active: int, quantize: str) -> ServedModel:
+def _load_mistral_model(folder: Path, max_active: int, quantize: str, fast_batched_decode: bool = False,
+                        compile_decode: bool = False) -> ServedModel:
     from magistral.chat.mistral_prompt import MistralPrompter
     from magistral.model.checkpoints import load_checkpoint
 
@@ -143,7 +154,8 @@ def _load_mistral_model(folder: Path, max_active: int, quantize: str) -> ServedM
         prompter.drop_images()
     vision = model.args.vision
     return ServedModel(
-        id=folder.name.lower(), engine=Engine(model, prompter.tokenizer, max_active=max_active),
+        id=folder.name.lower(),
+        engine=_native_engine(model, prompter.tokenizer, max_active, fast_batched_decode, compile_decode),
         prompter=prompter, max_context_length=model.args.max_seq_len,
         description=f"{folder.name} ({'MoE ' if model.args.moe else ''}"
                     f"{'vision ' if vision else ''}decoder, {sum(p.numel() for p in model.parameters())} "
@@ -180,16 +192,14 @@ def default_models() -> list[str | None]:
 
 def load_model(spec: str | None = None, *, max_active: int = 16, quantize: str = "auto",
                engine: str = "native", chat_template: str | None = None,
-               fast_batched_decode: bool = False) -> ServedModel:
+               fast_batched_decode: bool = False, compile_decode: bool = False) -> ServedModel:
     """`fast_batched_decode`: decode steps of many rows take bf16 copies of quantized weights and
     prompts arriving together are prefilled in one batch — faster, but a request's greedy tokens
-    then depend on what else runs (model/quantize.py, engine/engine.py)."""
-    served = _on_short_thread(lambda: _load(spec, max_active=max_active, quantize=quantize, engine=engine,
-                                            chat_template=chat_template))
-    if fast_batched_decode and isinstance(getattr(served.engine, "model", None), torch.nn.Module):
-        set_batch_invariant(served.engine.model, False)
-        served.engine.batch_invariant = False  # batched prefill, any cached prefix
-    return served
+    then depend on what else runs (model/quantize.py, engine/engine.py). `compile_decode`: decode
+    steps run a compiled block (engine/compiled.py; dense models on our engine)."""
+    options = {"fast_batched_decode": fast_batched_decode, "compile_decode": compile_decode}
+    return _on_short_thread(lambda: _load(spec, max_active=max_active, quantize=quantize, engine=engine,
+                                          chat_template=chat_template, **options))
 
 
 def load_embedder(source: str | None = None) -> EmbeddingModel:
@@ -199,7 +209,7 @@ def load_embedder(source: str | None = None) -> EmbeddingModel:
 
 
 def _load(spec: str | None, *, max_active: int, quantize: str, engine: str,
-          chat_template: str | None = None) -> ServedModel:
+          chat_template: str | None = None, **options: bool) -> ServedModel:
     """`spec`: None or the default id for the embedded SmolLM2; a .gguf file; or a folder with a
     Hugging Face (config.json) or Mistral (params.json) checkpoint and its tekken.json.
     `quantize`: none | bf16 | int4 | auto (int4 for GGUF files, whose weights are 4-bit already;
@@ -207,12 +217,12 @@ def _load(spec: str | None, *, max_active: int, quantize: str, engine: str,
     `chat_template`: Jinja source replacing a GGUF file's own (Mistral checkpoints use mistral-common)."""
     torch.set_grad_enabled(False)
     if spec in (None, "", DEFAULT_MODEL_ID, "default"):
-        return _load_gguf_model(None, max_active, quantize, engine, chat_template)
+        return _load_gguf_model(None, max_active, quantize, engine, chat_template, **options)
     path = Path(spec)
     if path.is_dir():
         if engine != "native":
             raise ValueError(f"--engine {engine} serves GGUF files only; {spec} is a checkpoint folder")
-        return _load_mistral_model(path, max_active, quantize)
+        return _load_mistral_model(path, max_active, quantize, **options)
     if path.suffix == ".gguf" and path.is_file():
-        return _load_gguf_model(path, max_active, quantize, engine, chat_template)
+        return _load_gguf_model(path, max_active, quantize, engine, chat_template, **options)
     raise FileNotFoundError(f"--model {spec}: not a .gguf file or a checkpoint folder")

@@ -1,6 +1,13 @@
-"""An explicit key/value cache: one preallocated buffer pair per layer, sized per request."""
+"""An explicit key/value cache: one preallocated buffer pair per layer, sized per request.
+
+Every cache (or view of the slot cache) hands each layer a `LayerKV`: attention stores its new
+keys and values there and gets back what it attends over. A layer never sees its own index, so
+all layers run the same code — one compiled decode block serves every layer (engine/compiled.py).
+"""
 
 from __future__ import annotations
+
+from typing import Protocol
 
 import torch
 
@@ -20,6 +27,26 @@ def grow_buffers(keys: list[torch.Tensor], values: list[torch.Tensor], capacity:
             new[:, :, :capacity] = old
             store[i] = new
     return new_capacity
+
+
+class LayerKV(Protocol):
+    mask: torch.Tensor | None  # (B, 1, 1, L): which cached positions each row may attend to
+
+    def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k/v (B, n_kv, T, D) at start_pos; return the (B, n_kv, L, D) keys and values."""
+        ...
+
+
+class _LayerOf:
+    """Layer `index` of a cache whose `update` takes the layer's index."""
+
+    mask = None  # prompts: rows share positions
+
+    def __init__(self, cache: KVCache | SlotView | NewPromptsView, index: int):
+        self.cache, self.index = cache, index
+
+    def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.cache.update(self.index, start_pos, k, v)
 
 
 class KVCache:
@@ -50,6 +77,9 @@ class KVCache:
         self.keys[layer][:, :, start_pos:end] = k
         self.values[layer][:, :, start_pos:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def layer(self, index: int) -> LayerKV:
+        return _LayerOf(self, index)
 
 
 class SlotKVCache:
@@ -117,6 +147,9 @@ class SlotView:
         vbuf[self.slot:self.slot + 1, :, start_pos:end] = v
         return kbuf[self.slot:self.slot + 1, :, :end], vbuf[self.slot:self.slot + 1, :, :end]
 
+    def layer(self, index: int) -> LayerKV:
+        return _LayerOf(self, index)
+
 
 class NewPromptsView:
     """Several slots prefilled together from `start` (0, or the end of a prefix they share and
@@ -139,25 +172,42 @@ class NewPromptsView:
             return k, v  # everything cached for these rows is what was just computed
         return self.cache.keys[layer][self.slots, :, :end], self.cache.values[layer][self.slots, :, :end]
 
+    def layer(self, index: int) -> LayerKV:
+        return _LayerOf(self, index)
+
 
 class DecodeView:
     """Slots 0..B-1 each take one new token at its own position; `mask` hides every slot's
     positions beyond its own."""
 
     def __init__(self, cache: SlotKVCache, positions: list[int]):
-        self.cache = cache
         # whole blocks of decode attention's value sums (layers.decode_attention): positions past
-        # a slot's own are masked and hold zeros or older finite values, so nothing is copied
-        self.length = min(-(-(max(positions) + 1) // PV_BLOCK) * PV_BLOCK, cache.max_capacity)
-        cache.ensure(self.length)
+        # a slot's own are masked and hold zeros or older finite values, so nothing is copied.
+        # At least two blocks: a compiled step would need a graph of its own for one block.
+        blocks = max(2, -(-(max(positions) + 1) // PV_BLOCK))
+        self.length = min(blocks * PV_BLOCK, cache.max_capacity)
+        # before any layer, so the buffers stay put for this step; longer than the attention span
+        # (a compiled step's graph holds for capacity > length, and would need another for ==)
+        cache.ensure(min(self.length + 1, cache.max_capacity))
+        self.keys, self.values = cache.keys, cache.values
         self.rows = torch.arange(len(positions))
         self.positions = torch.tensor(positions)
         self.mask = (torch.arange(self.length)[None, :] <= self.positions[:, None])[:, None, None, :]
 
-    def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = k.shape[0]
-        kbuf, vbuf = self.cache.keys[layer], self.cache.values[layer]
-        kbuf[self.rows, :, self.positions] = k[:, :, 0]
-        vbuf[self.rows, :, self.positions] = v[:, :, 0]
-        return kbuf[:batch, :, :self.length], vbuf[:batch, :, :self.length]
+    def layer(self, index: int) -> DecodeLayer:
+        return DecodeLayer(self.keys[index], self.values[index], self.rows, self.positions, self.mask)
+
+
+class DecodeLayer:
+    """One layer's slot buffers in a decode step: tensors only (no index, no lengths as
+    Python numbers), so a compiled block sees the same kinds of inputs in every layer."""
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, rows: torch.Tensor,
+                 positions: torch.Tensor, mask: torch.Tensor):
+        self.keys, self.values, self.rows, self.positions, self.mask = keys, values, rows, positions, mask
+
+    def update(self, start_pos: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, length = self.mask.shape[0], self.mask.shape[-1]
+        self.keys[self.rows, :, self.positions] = k[:, :, 0]
+        self.values[self.rows, :, self.positions] = v[:, :, 0]
+        return self.keys[:batch, :, :length], self.values[:batch, :, :length]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from magistral.config import ModelArgs
-from magistral.model.cache import PV_BLOCK, KVCache
+from magistral.model.cache import PV_BLOCK, LayerKV
 from magistral.model.moe import MoeFeedForward
 from magistral.model.rope import apply_rope
 
@@ -32,7 +32,12 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     the same shape, the blocks then added in order. One matmul over all L positions sums in an
     order that depends on L (bf16 here: a row attending to its 38 positions alone and the same
     row padded to 40 beside a longer one differed in the last bits), so a request's tokens
-    depended on the longest sequence in its batch; padded blocks add exact zeros."""
+    depended on the longest sequence in its batch; padded blocks add exact zeros.
+
+    Under torch.compile (engine/compiled.py) the same sums are written as products and sums,
+    which Inductor fuses into loops: bf16 matmuls of this shape take ~50 µs each here."""
+    if torch.compiler.is_compiling():
+        return _decode_attention_loops(q, k, v, mask)
     bsz, n_heads, _, head_dim = q.shape
     n_kv, length = k.shape[1], k.shape[2]
     group = n_heads // n_kv
@@ -51,10 +56,30 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     return out.reshape(bsz, n_heads, 1, head_dim)
 
 
+def _decode_attention_loops(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+                            ) -> torch.Tensor:
+    """`decode_attention` for Inductor: the same blocks of PV_BLOCK positions, summed in order,
+    with the dot products as elementwise products and sums (computed in fp32)."""
+    bsz, n_heads, _, head_dim = q.shape
+    n_kv, length = k.shape[1], k.shape[2]
+    group = n_heads // n_kv
+    grouped = q.reshape(bsz, n_kv, group, 1, head_dim).float()
+    scores = (grouped * k[:, :, None].float()).sum(-1) * head_dim ** -0.5  # (B, Hkv, group, L)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(v.dtype).float()
+    pad = -length % PV_BLOCK
+    if pad:
+        probs, v = F.pad(probs, (0, pad)), F.pad(v, (0, 0, 0, pad))
+    blocks = (length + pad) // PV_BLOCK
+    parts = (probs.view(bsz, n_kv, group, blocks, PV_BLOCK, 1)  # → (B, Hkv, group, blocks, D)
+             * v.reshape(bsz, n_kv, 1, blocks, PV_BLOCK, head_dim).float()).sum(4)
+    return parts.sum(3).to(v.dtype).reshape(bsz, n_heads, 1, head_dim)
+
+
 class Attention(nn.Module):
-    def __init__(self, args: ModelArgs, layer_id: int):
+    def __init__(self, args: ModelArgs):
         super().__init__()
-        self.layer_id = layer_id
         self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
         self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
         self.wk = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
@@ -62,7 +87,7 @@ class Attention(nn.Module):
         self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                start_pos: int, cache: KVCache | None) -> torch.Tensor:
+                start_pos: int, cache: LayerKV | None) -> torch.Tensor:
         bsz, seqlen, _ = x.shape
         if hasattr(self, "wqkv"):  # fused for serving (model/quantize.py): one matmul, one rope
             qkv = self.wqkv(x).view(bsz, seqlen, self.n_heads + 2 * self.n_kv_heads, self.head_dim)
@@ -75,7 +100,7 @@ class Attention(nn.Module):
             v = self.wv(x).view(bsz, seqlen, self.n_kv_heads, self.head_dim).transpose(1, 2)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, D)
         if cache is not None:
-            k, v = cache.update(self.layer_id, start_pos, k, v)  # (B, Hkv, start_pos+T, D)
+            k, v = cache.update(start_pos, k, v)  # (B, Hkv, start_pos+T, D)
         if seqlen == 1:
             out = decode_attention(q, k, v, cache.mask if cache is not None else None)
         else:
@@ -105,14 +130,14 @@ class FeedForward(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, args: ModelArgs, layer_id: int):
+    def __init__(self, args: ModelArgs):
         super().__init__()
         self.attention_norm = RMSNorm(args.dim, args.norm_eps)
-        self.attention = Attention(args, layer_id)
+        self.attention = Attention(args)
         self.ffn_norm = RMSNorm(args.dim, args.norm_eps)
         self.feed_forward = MoeFeedForward(args) if args.moe else FeedForward(args)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                start_pos: int, cache: KVCache | None) -> torch.Tensor:
+                start_pos: int, cache: LayerKV | None) -> torch.Tensor:
         h = x + self.attention(self.attention_norm(x), cos, sin, start_pos, cache)
         return h + self.feed_forward(self.ffn_norm(h))

@@ -64,7 +64,12 @@ def _in_chunks(kernel: Callable[[torch.Tensor], torch.Tensor], rows: torch.Tenso
                ) -> torch.Tensor:
     if rows.shape[0] <= chunk:
         return kernel(rows)
-    return torch.cat([kernel(rows[i:i + chunk]) for i in range(0, rows.shape[0], chunk)])
+    # zero rows pad the last chunk (each row is computed alike whatever else is in its chunk):
+    # every call then has exactly `chunk` rows, and a compiled decode step depends only on the
+    # number of chunks (engine/compiled.py), not on the exact number of rows
+    count = rows.shape[0]
+    chunks = torch.nn.functional.pad(rows, (0, 0, 0, -count % chunk)).view(-1, chunk, rows.shape[1])
+    return torch.cat([kernel(part) for part in chunks.unbind()])[:count]
 
 
 class Int4Linear(nn.Module):
@@ -85,7 +90,7 @@ class Int4Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
         many = rows.shape[0] > INT4_MAX_ROWS and not self.batch_invariant
-        if getattr(_prefill, "active", False) or many:
+        if _prefill.active or many:
             out = rows @ self.weight.T
         else:
             out = _in_chunks(self._int4, rows, INT4_MAX_ROWS)
@@ -120,7 +125,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).to(torch.bfloat16)
         many = rows.shape[0] > INT8_MAX_ROWS and not self.batch_invariant
-        if getattr(_prefill, "active", False) or many:
+        if _prefill.active or many:
             out = rows @ self.weight.T
         else:
             out = _in_chunks(self._int8, rows, INT8_MAX_ROWS)
@@ -138,13 +143,20 @@ def set_batch_invariant(model: nn.Module, invariant: bool) -> None:
             module.batch_invariant = invariant
 
 
-_prefill = threading.local()  # per engine thread: several models may run at once
+class _PrefillSwitch(threading.local):
+    """Per engine thread (several models may run at once). `active` is a class default, so it
+    reads alike on a thread that never prefilled: a compiled decode step is guarded on it."""
+
+    active = False
+
+
+_prefill = _PrefillSwitch()
 
 
 @contextmanager
 def dense_prefill() -> Iterator[None]:
     """Within this block (on this thread) every Int4Linear uses its bf16 weights."""
-    previous, _prefill.active = getattr(_prefill, "active", False), True
+    previous, _prefill.active = _prefill.active, True
     try:
         yield
     finally:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from magistral.config import ModelArgs
-from magistral.model.cache import KVCache
+from magistral.model.cache import DecodeView, KVCache
 from magistral.model.layers import RMSNorm, TransformerBlock
 from magistral.model.rope import rope_frequencies
 from magistral.model.vision import ColumnMerger, PatchMerger, VisionEncoder, VisionLanguageAdapter
@@ -17,7 +19,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.args = args
         self.tok_embeddings = nn.Embedding(args.vocab_size, args.dim)
-        self.layers = nn.ModuleList(TransformerBlock(args, i) for i in range(args.n_layers))
+        self.layers = nn.ModuleList(TransformerBlock(args) for _ in range(args.n_layers))
         self.norm = RMSNorm(args.dim, args.norm_eps)
         self.output = nn.Linear(args.dim, args.vocab_size, bias=False)
         if (vision := args.vision) is not None:
@@ -76,24 +78,32 @@ class Transformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor | None, start_pos: int = 0, cache: KVCache | None = None,
                 last_only: bool = False, embeddings: torch.Tensor | None = None,
-                positions: torch.Tensor | None = None, hidden_only: bool = False) -> torch.Tensor | None:
+                hidden_only: bool = False) -> torch.Tensor | None:
         """tokens (B, T) — or their embeddings (B, T, dim) — at positions [start_pos, start_pos+T)
-        → logits (B, T or 1, vocab). Batched decode passes `positions` (B,): one token per row,
-        each at its own position (with a DecodeView cache). `hidden_only` skips the output head."""
+        → logits (B, T or 1, vocab). `hidden_only` skips the output head (prefill that only
+        fills the cache). Decoding one token per row at different positions: `decode`."""
         h = self.tok_embeddings(tokens) if embeddings is None else embeddings
         seqlen = h.shape[1]
-        if positions is not None:
-            cos, sin = self.rope_tables(int(positions.max()) + 1)
-            cos = cos[positions][:, None, None, :].to(h.dtype)  # (B, 1, 1, D): one position per row
-            sin = sin[positions][:, None, None, :].to(h.dtype)
-        else:
-            cos, sin = self.rope_tables(start_pos + seqlen)
-            cos = cos[start_pos:start_pos + seqlen].to(h.dtype)
-            sin = sin[start_pos:start_pos + seqlen].to(h.dtype)
-        for layer in self.layers:
-            h = layer(h, cos, sin, start_pos, cache)
-        if hidden_only:  # prefill that only fills the cache
+        cos, sin = self.rope_tables(start_pos + seqlen)
+        cos = cos[start_pos:start_pos + seqlen].to(h.dtype)
+        sin = sin[start_pos:start_pos + seqlen].to(h.dtype)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, start_pos, cache.layer(i) if cache is not None else None)
+        if hidden_only:
             return None
         if last_only:
             h = h[:, -1:]
         return self.output(self.norm(h)).float()
+
+    def decode(self, tokens: torch.Tensor, cache: DecodeView,
+               block: Callable[..., torch.Tensor] | None = None) -> torch.Tensor:
+        """One new token per row, tokens (B,), each at its own position (`cache.positions`)
+        → fp32 logits (B, vocab). `block`: runs each TransformerBlock (block(layer, h, cos, sin,
+        0, layer_kv)); engine/compiled.py passes a compiled one, the same for every layer."""
+        cos, sin = self.rope_tables(cache.length)
+        h = self.tok_embeddings(tokens)[:, None]  # (B, 1, dim)
+        cos = cos[cache.positions][:, None, None, :].to(h.dtype)  # (B, 1, 1, D): a position per row
+        sin = sin[cache.positions][:, None, None, :].to(h.dtype)
+        for i, layer in enumerate(self.layers):
+            h = (block or TransformerBlock.__call__)(layer, h, cos, sin, 0, cache.layer(i))
+        return self.output(self.norm(h[:, 0])).float()

@@ -53,11 +53,10 @@ def test_prompts_prefilled_together_then_decoded_together_equal_each_alone(model
         # the decode batch is slot-ordered: slot 0 holds prompt 1, slot 1 prompt 2, slot 2 prompt 0
         order = [1, 2, 0]
         positions = [len(prompts[i]) for i in order]
-        together = model(torch.tensor([[nexts[i]] for i in order]), cache=cache.for_decode(positions),
-                         positions=torch.tensor(positions))
+        together = model.decode(torch.tensor([nexts[i] for i in order]), cache.for_decode(positions))
         for row, i in enumerate(order):
             alone = model(torch.tensor([prompts[i] + [nexts[i]]]), last_only=True)
-            assert torch.allclose(together[row, -1], alone[0, -1], atol=1e-4), i
+            assert torch.allclose(together[row], alone[0, -1], atol=1e-4), i
 
 
 def test_cache_refuses_to_grow_past_its_maximum(model: Transformer) -> None:
