@@ -5,7 +5,9 @@ aggregate tokens/s at 1, 4 and 16 concurrent streams, API overhead per request, 
     python bench/serving.py                   # both engines (llama.cpp needs magistral[llamacpp])
     python bench/serving.py --engines native
     python bench/serving.py --engines native native-fast   # what batch invariance costs
-    (native-fast: serve --fast-batched-decode)
+    python bench/serving.py --engines native native-compiled llamacpp
+    (native-fast: serve --fast-batched-decode; native-compiled: serve --compile)
+With more than one engine, the last is the baseline of the ratio columns.
 Writes bench/results/serving.json and serving.png.
 """
 
@@ -97,14 +99,16 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def measure(engine: str, runs: int) -> dict:
-    fast = engine == "native-fast"
-    flags = ["--engine", "native", "--fast-batched-decode"] if fast else ["--engine", engine]
+    flags = {"native-fast": ["--engine", "native", "--fast-batched-decode"],
+             "native-compiled": ["--engine", "native", "--compile"]}.get(engine, ["--engine", engine])
+    started = time.perf_counter()
     server = start_server(Path(tempfile.mkdtemp(prefix=f"bench-{engine}-")), *flags)
+    startup_s = time.perf_counter() - started  # to healthy: both default models loaded (and compiled)
     client = httpx.Client(base_url=server.base_url, timeout=600,
                           headers={"Authorization": f"Bearer {server.key}"})
     try:
         stream_once(client, MODEL, ESSAY, 8)  # warm-up
-        result: dict = {"engine": engine}
+        result: dict = {"engine": engine, "startup_s": startup_s}
         for size in (32, 500):
             cold, cached = [], []
             for i in range(runs):
@@ -143,21 +147,21 @@ ROWS = [("TTFT 32 tok, cold, p50 (ms)", "ttft_32_cold_p50", False),
         ("aggregate, 4 streams (tok/s)", "aggregate_tps_4", True),
         ("aggregate, 16 streams (tok/s)", "aggregate_tps_16", True),
         ("API overhead per request (ms)", "api_overhead_ms", False),
-        ("peak server RSS (MB)", "peak_rss_mb", False)]
+        ("peak server RSS (MB)", "peak_rss_mb", False),
+        ("start-up to healthy (s)", "startup_s", False)]
 
 
 def report(results: list[dict], out: Path) -> None:
     names = [r["engine"] for r in results]
-    header = f"{'metric':<32}" + "".join(f"{n:>12}" for n in names)
-    if len(results) == 2:
-        header += f"{'ratio':>10}"
+    base = results[-1]  # the ratio columns: every other engine over the last one
+    header = f"{'metric':<32}" + "".join(f"{n:>16}" for n in names)
+    header += "".join(f"{n + '/' + base['engine']:>26}" for n in names[:-1])
     print(header)
     for label, key, higher_better in ROWS:
-        line = f"{label:<32}" + "".join(f"{r[key]:>12.1f}" for r in results)
-        if len(results) == 2 and results[1][key]:
-            ratio = results[0][key] / results[1][key]
-            line += f"{ratio:>9.2f}x" + (" (higher is better)" if higher_better else "")
-        print(line)
+        line = f"{label:<32}" + "".join(f"{r.get(key, 0):>16.1f}" for r in results)
+        for r in results[:-1]:
+            line += f"{r.get(key, 0) / base[key]:>25.2f}x" if base.get(key) else f"{'':>26}"
+        print(line + (" (higher is better)" if higher_better and len(results) > 1 else ""))
     out.mkdir(parents=True, exist_ok=True)
     (out / "serving.json").write_text(json.dumps(results, indent=2))
     try:
