@@ -148,7 +148,8 @@ class _Sequence:
 
 class Engine:
     def __init__(self, model: Transformer, tokenizer: Detokenizer, max_active: int = 8,
-                 prefix_cache_mb: float = 256.0, batch_invariant: bool = True, compile_decode: bool = False):
+                 prefix_cache_mb: float = 256.0, batch_invariant: bool = True, compile_decode: bool = False,
+                 device: torch.device | str | None = None):
         """`batch_invariant`: a prompt's numbers do not depend on what else runs or on the prefix
         cache. Matmul kernels pick their blocking by the number of rows (bf16 here: a row's
         result at 9–32 rows differs from the same row among 400), so a prompt is never prefilled
@@ -156,16 +157,21 @@ class Engine:
         runs, and a prefix-cache hit is taken only where a fresh prefill would have cut a chunk
         (or for the whole prompt, computed alike). False: prompts arriving together are
         prefilled in one batch and any cached prefix is reused (faster first tokens under load).
-        `compile_decode`: decode steps run a compiled block (engine/compiled.py), compiled here."""
+        `compile_decode`: decode steps run a compiled block (engine/compiled.py), compiled here.
+        `device`: where the KV cache and the step's inputs live (default: the model's); logits
+        come back to the CPU for sampling."""
         self.model = model
         self.batch_invariant = batch_invariant
         self.tokenizer = tokenizer
         self.max_context = model.args.max_seq_len
         self.max_active = max_active
         self.dtype = model.tok_embeddings.weight.dtype
+        self.device = torch.device(device) if device is not None else model.tok_embeddings.weight.device
         with torch.inference_mode():  # the kind of tensor it becomes when the worker grows it
-            self.cache = SlotKVCache(model.args, slots=max_active, capacity=1024,
-                                     max_capacity=self.max_context, dtype=self.dtype)
+            # 256 positions a slot at first, doubled when a sequence needs more: preallocating
+            # 1024 for 16 slots held 377 MB of KV for the default model whatever the load
+            self.cache = SlotKVCache(model.args, slots=max_active, capacity=256,
+                                     max_capacity=self.max_context, dtype=self.dtype, device=self.device)
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
         self._decode: Callable[[torch.Tensor, DecodeView], torch.Tensor] = model.decode
         if compile_decode:
@@ -285,12 +291,15 @@ class Engine:
         if any(not s.prefilling and s.next_token is not None for s in self._active):
             self._decode_step()
 
+    def _ids(self, ids: list) -> torch.Tensor:
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
+
     def _prefill_chunk(self, seq: _Sequence, budget: int) -> int:
         """Prefill up to `budget` more prompt tokens of `seq`; returns how many."""
         prompt = seq.request.prompt_ids
         slot = self._active.index(seq)
         if seq.request.images and seq.embeddings is None:  # encode the images once
-            ids = torch.tensor([prompt], dtype=torch.long)
+            ids = self._ids([prompt])
             seq.embeddings = self.model.embed(ids, seq.request.images)
         chunk = prompt[seq.position:min(seq.position + budget, len(prompt) - 1)]
         embeddings = None
@@ -298,7 +307,7 @@ class Engine:
             embeddings = seq.embeddings[:, seq.position:seq.position + len(chunk)]
         scoring = seq.request.prompt_logprobs is not None
         with dense_prefill():
-            logits = self.model(torch.tensor([chunk], dtype=torch.long), start_pos=seq.position,
+            logits = self.model(self._ids([chunk]), start_pos=seq.position,
                                 cache=self.cache.for_slot(slot), embeddings=embeddings,
                                 hidden_only=not scoring)
         if logits is not None:
@@ -320,7 +329,7 @@ class Engine:
         shared = _shared_prefix(prompts)
         with dense_prefill():
             if shared:
-                logits = self.model(torch.tensor([prompts[0][:shared]], dtype=torch.long), start_pos=0,
+                logits = self.model(self._ids([prompts[0][:shared]]), start_pos=0,
                                     cache=self.cache.for_slot(slots[0]), hidden_only=not scoring)
                 for seq in seqs:
                     if logits is not None:
@@ -329,7 +338,7 @@ class Engine:
                     self.cache.move(slots[0], slot, shared)
             rests = [p[shared:] for p in prompts]
             width = max(map(len, rests))
-            tokens = torch.tensor([r + [0] * (width - len(r)) for r in rests], dtype=torch.long)
+            tokens = self._ids([r + [0] * (width - len(r)) for r in rests])
             logits = self.model(tokens, start_pos=shared, cache=self.cache.for_new_prompts(slots, shared),
                                 hidden_only=not scoring)
         for row, (seq, prompt, slot) in enumerate(zip(seqs, prompts, slots, strict=True)):
@@ -361,7 +370,7 @@ class Engine:
         if held:
             vocab = self.model.args.vocab_size
             masks = self._mask_thread.submit(self._masks.compute, [c for _, c in held], vocab)
-        last = self._decode(torch.tensor(tokens, dtype=torch.long), self.cache.for_decode(positions))
+        last = self._decode(self._ids(tokens), self.cache.for_decode(positions)).cpu()  # sampled here
         allowed: dict[int, bool] = {}
         if masks is not None:  # one numpy pass per row: small torch ops here wait on OpenMP
             scores = last.numpy()

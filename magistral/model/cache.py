@@ -88,12 +88,12 @@ class SlotKVCache:
     0..n-1 (the engine keeps them packed); capacity grows by doubling up to max_capacity."""
 
     def __init__(self, args: ModelArgs, slots: int, capacity: int, max_capacity: int,
-                 dtype: torch.dtype = torch.float32):
-        self.args, self.slots, self.dtype = args, slots, dtype
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        self.args, self.slots, self.dtype, self.device = args, slots, dtype, torch.device(device)
         self.capacity, self.max_capacity = min(capacity, max_capacity), max_capacity
         shape = (slots, args.n_kv_heads, self.capacity, args.head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype) for _ in range(args.n_layers)]
-        self.values = [torch.zeros(shape, dtype=dtype) for _ in range(args.n_layers)]
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(args.n_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(args.n_layers)]
 
     def ensure(self, needed: int) -> None:
         if needed <= self.capacity:
@@ -159,7 +159,7 @@ class NewPromptsView:
     mask = None
 
     def __init__(self, cache: SlotKVCache, slots: list[int], start: int = 0):
-        self.cache, self.slots, self.start = cache, torch.tensor(slots), start
+        self.cache, self.slots, self.start = cache, torch.tensor(slots, device=cache.device), start
 
     def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,9 +190,10 @@ class DecodeView:
         # (a compiled step's graph holds for capacity > length, and would need another for ==)
         cache.ensure(min(self.length + 1, cache.max_capacity))
         self.keys, self.values = cache.keys, cache.values
-        self.rows = torch.arange(len(positions))
-        self.positions = torch.tensor(positions)
-        self.mask = (torch.arange(self.length)[None, :] <= self.positions[:, None])[:, None, None, :]
+        self.rows = torch.arange(len(positions), device=cache.device)
+        self.positions = torch.tensor(positions, device=cache.device)
+        span = torch.arange(self.length, device=cache.device)
+        self.mask = (span[None, :] <= self.positions[:, None])[:, None, None, :]
 
     def layer(self, index: int) -> DecodeLayer:
         return DecodeLayer(self.keys[index], self.values[index], self.rows, self.positions, self.mask)

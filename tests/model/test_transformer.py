@@ -83,3 +83,17 @@ def test_magistral_medium_preset_counts_45b_on_meta() -> None:
     assert 12e9 < active < 15e9
     assert args.max_seq_len == 131072 and args.vocab_size == 131072 and args.rope_theta == 1e9
     assert big.vision_encoder is not None and big.tok_embeddings.weight.is_meta
+
+
+def test_slot_cache_and_its_views_live_on_the_cache_device(model: Transformer) -> None:
+    """The engine's device parameter: every tensor a view makes (rows, positions, mask, slots)
+    is on the cache's device. "meta" stands in for an accelerator: a tensor left on the CPU by a
+    view would fail to combine with the buffers there."""
+    cache = SlotKVCache(model.args, slots=3, capacity=8, max_capacity=512, device="meta")
+    view = cache.for_decode([5, 70, 2])
+    layer = view.layer(0)
+    k = torch.empty(3, model.args.n_kv_heads, 1, model.args.head_dim, device="meta")
+    keys, values = layer.update(0, k, k)
+    assert {t.device.type for t in (view.rows, view.positions, view.mask, keys, values)} == {"meta"}
+    assert keys.shape[2] == view.length == 128 and cache.capacity > view.length
+    assert cache.for_new_prompts([1, 0]).slots.device.type == "meta"
