@@ -268,8 +268,27 @@ class Engine:
                     length, layers = hit
                     self.cache.write(len(self._active) - 1, layers)
                     seq.position = seq.cached_tokens = length
+                    if self._first_token_from_cache(seq):
+                        continue
             if not seq.prefilling:
                 self._prefilled(seq)
+
+    def _first_token_from_cache(self, seq: _Sequence) -> bool:
+        """A repeated whole prompt whose last position and first logits are cached: sampled now,
+        without a forward pass (the same numbers: its first decode step was batch-invariant).
+        Not for grammar-constrained requests, whose masks the decode step applies."""
+        prompt = seq.request.prompt_ids
+        if (seq.position != len(prompt) - 1 or seq.request.constraint is not None
+                or seq.request.params.max_tokens == 0):
+            return False
+        stored = self.prefix_cache.completion(prompt)
+        if stored is None:
+            return False
+        tail, logits = stored
+        self.cache.write(len(self._active) - 1, tail, start=seq.position)
+        seq.position = seq.cached_tokens = len(prompt)
+        self._sample_and_accept(seq, logits.clone(), any_allowed=True)
+        return True
 
     def _round(self) -> None:
         # requests that arrive together start in this round, not one per decode step
@@ -371,6 +390,9 @@ class Engine:
             vocab = self.model.args.vocab_size
             masks = self._mask_thread.submit(self._masks.compute, [c for _, c in held], vocab)
         last = self._decode(self._ids(tokens), self.cache.for_decode(positions)).cpu()  # sampled here
+        for row, seq in decoded:  # a prompt's last token just computed: its KV and logits cached
+            if seq.cacheable and not seq.generated and seq.position == len(seq.request.prompt_ids) - 1:
+                self.prefix_cache.store_last(seq.request.prompt_ids, self.cache, row, last[row])
         allowed: dict[int, bool] = {}
         if masks is not None:  # one numpy pass per row: small torch ops here wait on OpenMP
             scores = last.numpy()

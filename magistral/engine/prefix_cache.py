@@ -3,6 +3,8 @@
 Prompts are cut into blocks of BLOCK tokens and each block boundary gets a chained hash, so a
 new prompt finds the longest cached prefix it shares with any earlier one in one pass; the
 whole prompt but its last token gets a key too, so a repeated prompt reuses nearly all of it.
+Once the first decode step has computed that last token, its KV and the logits it gave join the
+entry (`store_last`): the same prompt again then samples its first token without a forward pass.
 Entries are evicted least-recently-used within a byte budget.
 """
 
@@ -26,6 +28,9 @@ class _Entry:
     layers: Layers
     nbytes: int
     keys: list[int]
+    last_token: int | None = None  # the prompt's last token, after `tokens`: its KV and logits
+    tail: Layers | None = None
+    logits: torch.Tensor | None = None
 
 
 def _chain(tokens: list[int], limit: int) -> list[tuple[int, int]]:
@@ -88,6 +93,37 @@ class PrefixCache:
         for h, n in chain:
             self._index[h] = (entry_id, n)
         self.used += nbytes
+
+    def _whole(self, tokens: list[int]) -> _Entry | None:
+        """The entry holding exactly `tokens` (a prompt without its last token)."""
+        chain = _chain(tokens, len(tokens))
+        found = self._index.get(chain[-1][0]) if chain else None
+        if found is None or found[1] != len(tokens):
+            return None
+        entry = self._entries[found[0]]
+        return entry if entry.tokens == tokens else None
+
+    def store_last(self, prompt: list[int], cache: SlotKVCache, slot: int, logits: torch.Tensor) -> None:
+        """After the decode step that computed `prompt`'s last token in `slot`: keep that
+        position's KV and the logits it gave, beside the entry of the rest of the prompt."""
+        entry = self._whole(prompt[:-1])
+        if entry is None or entry.logits is not None:
+            return
+        entry.tail = cache.read(slot, len(prompt), start=len(prompt) - 1)
+        entry.logits, entry.last_token = logits.clone(), prompt[-1]
+        extra = entry.logits.numel() * 4 + sum(k.numel() * k.element_size() * 2 for k, _ in entry.tail)
+        entry.nbytes += extra
+        self.used += extra
+        while self.used > self.budget and len(self._entries) > 1:
+            self._evict()
+
+    def completion(self, prompt: list[int]) -> tuple[Layers, torch.Tensor] | None:
+        """For a prompt whose all-but-last tokens were just found whole: its last position's
+        KV and the logits of its first generated token, if stored."""
+        entry = self._whole(prompt[:-1])
+        if entry is None or entry.logits is None or entry.last_token != prompt[-1]:
+            return None
+        return entry.tail, entry.logits
 
     def _evict(self) -> None:
         entry_id, entry = self._entries.popitem(last=False)

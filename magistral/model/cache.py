@@ -108,17 +108,18 @@ class SlotKVCache:
             for buf in store:
                 buf[dst, :, :length] = buf[src, :, :length]
 
-    def read(self, slot: int, length: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(k, v) per layer for a slot's first `length` positions, as copies."""
-        return [(k[slot, :, :length].clone(), v[slot, :, :length].clone())
+    def read(self, slot: int, length: int, start: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(k, v) per layer for a slot's positions [start, length), as copies."""
+        return [(k[slot, :, start:length].clone(), v[slot, :, start:length].clone())
                 for k, v in zip(self.keys, self.values, strict=True)]
 
-    def write(self, slot: int, layers: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
-        length = layers[0][0].shape[1]
-        self.ensure(length)
+    def write(self, slot: int, layers: list[tuple[torch.Tensor, torch.Tensor]], start: int = 0) -> None:
+        """Store per-layer (k, v) at a slot's positions from `start`."""
+        end = start + layers[0][0].shape[1]
+        self.ensure(end)
         for (k, v), kbuf, vbuf in zip(layers, self.keys, self.values, strict=True):
-            kbuf[slot, :, :length] = k
-            vbuf[slot, :, :length] = v
+            kbuf[slot, :, start:end] = k
+            vbuf[slot, :, start:end] = v
 
     def for_slot(self, slot: int) -> SlotView:
         return SlotView(self, slot)

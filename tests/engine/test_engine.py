@@ -183,7 +183,7 @@ def test_sixteen_prompts_decode_alike_together_alone_and_from_the_cache(loaded, 
         alone = [run(one(ids)) for ids in prompts[::-1]][::-1]  # cold: each prompt's first run
         batched = run(together())  # every prompt now a whole-prompt cache hit
         assert [cached for _, cached in alone] == [0] * 16
-        assert [cached for _, cached in batched] == [len(ids) - 1 for ids in prompts]
+        assert [cached for _, cached in batched] == [len(ids) for ids in prompts]
         engine.prefix_cache = type(engine.prefix_cache)(0)  # no cache: together and cold
         cold_batched = run(together())
     finally:
@@ -206,4 +206,4 @@ def test_an_invariant_engine_takes_a_cached_prefix_only_where_a_chunk_starts(loa
                   for ids in prompts]
     finally:
         engine.shutdown()
-    assert cached == [0, 0, len(prompts[2]) - 1]
+    assert cached == [0, 0, len(prompts[2])]  # the whole prompt, its first token from cached logits

@@ -93,5 +93,27 @@ def test_seeded_sampling_repeats_exactly_through_the_cache(loaded: LoadedModel,
         (first, cached_first), (second, cached_second) = asyncio.run(run(engine)), asyncio.run(run(engine))
     finally:
         engine.shutdown()
-    assert cached_first == 0 and cached_second == len(ids) - 1
+    # the whole prompt from the cache, its first token sampled from the logits cached with it
+    assert cached_first == 0 and cached_second == len(ids)
     assert first == second and len(first) > 20
+
+
+def test_a_repeated_prompt_starts_from_cached_logits_with_the_same_numbers(loaded: LoadedModel,
+                                                                            tokenizer: GGUFTokenizer) -> None:
+    template = ChatTemplate(loaded.metadata["tokenizer.chat_template"])
+    ids = tokenizer.encode(template.render([{"role": "user", "content": "Name three rivers."}]))
+    params = SamplingParams(temperature=0.0, max_tokens=12, logprobs=2)
+
+    async def run(engine: Engine):
+        outputs = [o async for o in engine.generate(GenerationRequest(ids, params))]
+        return [(t.token, t.logprob, t.top) for o in outputs for t in o.logprobs], outputs[-1].cached_tokens
+
+    engine = Engine(loaded.model, tokenizer)
+    try:
+        first, second, third = (asyncio.run(run(engine)) for _ in range(3))
+        entry = next(iter(engine.prefix_cache._entries.values()))
+    finally:
+        engine.shutdown()
+    assert (first[1], second[1], third[1]) == (0, len(ids), len(ids))
+    assert entry.last_token == ids[-1] and entry.logits is not None
+    assert first[0] == second[0] == third[0] and len(first[0]) == 12
