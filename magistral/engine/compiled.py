@@ -4,16 +4,19 @@ Eager decoding of a small model spends most of a step dispatching ~50 small ops 
 Inductor fuses the norms, rope, attention and activations into a few C++ loops around the
 quantized matmul kernels. The block is compiled once and the same compiled code runs every
 layer: each layer passes its own weights and KV buffers (model/cache.DecodeLayer), so a cold
-compile costs one layer's worth, not the whole model's (~20 s here, for the three shapes a
-16-row engine needs). Batch size and attention length are dynamic; Inductor's cache on disk
-(TORCHINDUCTOR_CACHE_DIR, ~/.cache/magistral/inductor by default) spares a restart the C++
-build. The eager block stays the reference the tests compare against (tests/engine/test_compiled.py).
+compile costs one layer's worth, not the whole model's (~20 s here for the three shapes a
+16-row engine needs, on a background thread while the engine decodes eagerly). Batch size and
+attention length are dynamic; Inductor's cache on disk (TORCHINDUCTOR_CACHE_DIR,
+~/.cache/magistral/inductor by default) spares a restart the C++ build. The eager block stays
+the reference the tests compare against (tests/engine/test_compiled.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -39,27 +42,48 @@ def batch_buckets(max_batch: int) -> list[int]:
 
 
 class CompiledDecoder:
-    """`model.decode` with every block run by one compiled function. Compiled for every batch
-    bucket up to `max_batch` when built; after that, guards are not evaluated per call (they
-    cost ~4 ms a step for 30 layers here), and a step that would need a new graph (a shape
-    never warmed up) runs eagerly instead."""
+    """`model.decode` with every block run by one compiled function, compiled for every batch
+    bucket up to `max_batch` — on a background thread by default, so a server is up in seconds
+    and decodes eagerly until the graphs are ready. After warm-up, guards are not evaluated per
+    call (they cost ~4 ms a step for 30 layers here), and a step that would need a new graph (a
+    shape never warmed up) runs eagerly instead."""
 
-    def __init__(self, model: Transformer, max_batch: int, dtype: torch.dtype):
-        self.model = model
+    def __init__(self, model: Transformer, max_batch: int, dtype: torch.dtype, background: bool = True):
+        self.model, self.max_batch, self.dtype = model, max_batch, dtype
         self.block = torch.compile(_run_block, dynamic=True, fullgraph=True)
         self.eager_steps = 0  # steps that fell back to the eager block
-        # sizes that coincide while tracing are assumed equal ("duck sizing"): the scratch cache's
-        # capacity (3 blocks) differs from the attention length (2 blocks) and from every batch
-        # inference mode, as the engine's worker runs: grad mode and the cache's kind of tensor
-        # (the engine's is made in inference mode) are guarded
-        with torch.inference_mode():
-            scratch = SlotKVCache(model.args, slots=max_batch, capacity=3 * PV_BLOCK,
-                                  max_capacity=model.args.max_seq_len, dtype=dtype)
-            for batch in batch_buckets(max_batch):
-                model.decode(torch.zeros(batch, dtype=torch.long), scratch.for_decode([PV_BLOCK] * batch),
-                             self.block)
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        if background:  # a short-lived thread: it leaves no OpenMP team behind (registry.py)
+            threading.Thread(target=self._warm_up, name="magistral-compile", daemon=True).start()
+        else:
+            self._warm_up()
+            if self.error is not None:
+                raise self.error
+
+    def _warm_up(self) -> None:
+        started = time.monotonic()
+        try:
+            # sizes that coincide while tracing are assumed equal ("duck sizing"): the scratch
+            # cache's capacity (3 blocks) differs from the attention length (2 blocks) and from
+            # every batch. Inference mode, as the engine's worker runs: grad mode and the cache's
+            # kind of tensor (the engine's is made in inference mode) are guarded.
+            with torch.inference_mode():
+                scratch = SlotKVCache(self.model.args, slots=self.max_batch, capacity=3 * PV_BLOCK,
+                                      max_capacity=self.model.args.max_seq_len, dtype=self.dtype)
+                for batch in batch_buckets(self.max_batch):
+                    self.model.decode(torch.zeros(batch, dtype=torch.long),
+                                      scratch.for_decode([PV_BLOCK] * batch), self.block)
+        except Exception as exc:  # no compiler, or a model Inductor cannot take: stay eager
+            self.error = exc
+            log.warning("decode step not compiled, decoding eagerly: %s: %s", type(exc).__name__, exc)
+            return
+        log.info("compiled decode step ready in %.1f s", time.monotonic() - started)
+        self.ready.set()
 
     def __call__(self, tokens: torch.Tensor, cache: DecodeView) -> torch.Tensor:
+        if not self.ready.is_set():
+            return self.model.decode(tokens, cache)
         try:
             with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
                 return self.model.decode(tokens, cache, self.block)

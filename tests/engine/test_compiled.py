@@ -30,7 +30,7 @@ def test_one_graph_per_int4_chunk_count() -> None:
 def test_compiled_and_eager_steps_agree_in_fp32(loaded: LoadedModel) -> None:
     """Three rows at different positions, one past a PV_BLOCK boundary, through every layer."""
     model = loaded.model
-    decoder = CompiledDecoder(model, max_batch=4, dtype=torch.float32)
+    decoder = CompiledDecoder(model, max_batch=4, dtype=torch.float32, background=False)
     lengths = [PV_BLOCK - 4, 3, PV_BLOCK + 6]
     g = torch.Generator().manual_seed(0)
     with torch.inference_mode():  # as the engine's cache
@@ -74,6 +74,7 @@ def test_compiled_engine_gives_the_eager_greedy_tokens_in_fp32(loaded: LoadedMod
     engines = {name: Engine(loaded.model, tokenizer, max_active=4, prefix_cache_mb=0, compile_decode=compiled)
                for name, compiled in (("compiled", True), ("eager", False))}
     try:
+        assert engines["compiled"]._decode.ready.wait(timeout=600)
         runs = {name: greedy(engine, prompts, together=False) for name, engine in engines.items()}
         assert engines["compiled"]._decode.eager_steps == 0
     finally:
@@ -94,6 +95,7 @@ def test_compiled_int4_engine_is_batch_invariant(loaded: LoadedModel, tokenizer:
     engine = Engine(quantize_model(copy.deepcopy(loaded.model), "int4"), tokenizer, max_active=16,
                     prefix_cache_mb=0, compile_decode=True)
     try:
+        assert engine._decode.ready.wait(timeout=600)
         alone = greedy(engine, prompts, together=False)
         together = greedy(engine, prompts, together=True)
         assert engine._decode.eager_steps == 0
@@ -101,3 +103,36 @@ def test_compiled_int4_engine_is_batch_invariant(loaded: LoadedModel, tokenizer:
         engine.shutdown()
     assert sum(map(len, alone)) > 60
     assert together == alone
+
+
+def test_a_compiling_engine_serves_eagerly_meanwhile(loaded: LoadedModel, tokenizer: GGUFTokenizer,
+                                                     prompts: list[list[int]],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graphs compile on a background thread: a request is answered before they are ready
+    (the warm-up is held until it is), with the eager step's tokens."""
+    import threading
+
+    eager = Engine(loaded.model, tokenizer, max_active=2, prefix_cache_mb=0)
+    try:
+        reference = greedy(eager, prompts[:1], together=False)
+    finally:
+        eager.shutdown()
+    release = threading.Event()
+    warm_up = CompiledDecoder._warm_up
+
+    def held_warm_up(self: CompiledDecoder) -> None:
+        release.wait()
+        warm_up(self)
+
+    monkeypatch.setattr(CompiledDecoder, "_warm_up", held_warm_up)
+    engine = Engine(loaded.model, tokenizer, max_active=2, prefix_cache_mb=0, compile_decode=True)
+    try:
+        first = greedy(engine, prompts[:1], together=False)
+        assert not engine._decode.ready.is_set()
+        release.set()
+        assert engine._decode.ready.wait(timeout=600)
+        second = greedy(engine, prompts[:1], together=False)
+    finally:
+        release.set()
+        engine.shutdown()
+    assert [t for t, _ in first[0]] == [t for t, _ in reference[0]] == [t for t, _ in second[0]]
