@@ -17,6 +17,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,6 +37,48 @@ def _run_block(layer: TransformerBlock, h: torch.Tensor, cos: torch.Tensor, sin:
     return layer(h, cos, sin, start_pos, kv)
 
 
+class _GuardSkipping:
+    """Ready decoders skip guard evaluation during their steps. That stance is process-wide (one
+    setting, not per thread), so it is set here when the first such step starts and reset when
+    the last ends, never while any decoder compiles: another decoder's first compile (the same
+    block function, so a recompile to dynamo) would fail under it. A compile waits for the
+    steps in flight; meanwhile steps evaluate guards."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self.compiling = self.skipping = 0
+
+    @contextmanager
+    def compiling_now(self) -> Iterator[None]:
+        with self._changed:
+            self.compiling += 1
+            self._changed.wait_for(lambda: self.skipping == 0)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.compiling -= 1
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        with self._changed:
+            skip = self.compiling == 0
+            if skip and self.skipping == 0:
+                torch.compiler.set_stance("default", skip_guard_eval_unsafe=True)
+            self.skipping += skip
+        try:
+            yield
+        finally:
+            with self._changed:
+                self.skipping -= skip
+                if skip and self.skipping == 0:
+                    torch.compiler.set_stance("default")
+                    self._changed.notify_all()
+
+
+_guards = _GuardSkipping()
+
+
 def batch_buckets(max_batch: int) -> list[int]:
     """One batch size per compiled graph: 1 (specialised), 2–8, then one per further chunk of
     INT4_MAX_ROWS rows (the int4 kernel runs in chunks of that many, model/quantize.py)."""
@@ -50,7 +94,7 @@ class CompiledDecoder:
 
     def __init__(self, model: Transformer, max_batch: int, dtype: torch.dtype, background: bool = True):
         self.model, self.max_batch, self.dtype = model, max_batch, dtype
-        self.block = torch.compile(_run_block, dynamic=True, fullgraph=True)
+        self.block: Callable[..., torch.Tensor] = _run_block  # compiled by the warm-up
         self.eager_steps = 0  # steps that fell back to the eager block
         self.ready = threading.Event()
         self.error: BaseException | None = None
@@ -62,15 +106,23 @@ class CompiledDecoder:
                 raise self.error
 
     def _warm_up(self) -> None:
+        with _guards.compiling_now():
+            self._compile()
+
+    def _compile(self) -> None:
         started = time.monotonic()
         try:
+            # torch.compile imports dynamo and Inductor (~2 s): here, not on the server's start
+            self.block = torch.compile(_run_block, dynamic=True, fullgraph=True)
             # sizes that coincide while tracing are assumed equal ("duck sizing"): the scratch
-            # cache's capacity (3 blocks) differs from the attention length (2 blocks) and from
-            # every batch. Inference mode, as the engine's worker runs: grad mode and the cache's
-            # kind of tensor (the engine's is made in inference mode) are guarded.
+            # cache's capacity (3 blocks) differs from the attention length (2 blocks), and the
+            # slots it holds (all) from the batches warmed up. Inference mode, as the engine's
+            # worker runs: grad mode and the cache's kind of tensor (the engine's is made in
+            # inference mode) are guarded.
             with torch.inference_mode():
                 scratch = SlotKVCache(self.model.args, slots=self.max_batch, capacity=3 * PV_BLOCK,
                                       max_capacity=self.model.args.max_seq_len, dtype=self.dtype)
+                scratch.ensure(3 * PV_BLOCK, self.max_batch)  # every slot held: no batch coincides
                 for batch in batch_buckets(self.max_batch):
                     self.model.decode(torch.zeros(batch, dtype=torch.long),
                                       scratch.for_decode([PV_BLOCK] * batch), self.block)
@@ -85,7 +137,7 @@ class CompiledDecoder:
         if not self.ready.is_set():
             return self.model.decode(tokens, cache)
         try:
-            with torch.compiler.set_stance("default", skip_guard_eval_unsafe=True):
+            with _guards.step():
                 return self.model.decode(tokens, cache, self.block)
         except RuntimeError as exc:  # a shape no warm-up covered: this step eagerly
             if "Recompilation" not in str(exc):

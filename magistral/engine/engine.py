@@ -168,8 +168,8 @@ class Engine:
         self.dtype = model.tok_embeddings.weight.dtype
         self.device = torch.device(device) if device is not None else model.tok_embeddings.weight.device
         with torch.inference_mode():  # the kind of tensor it becomes when the worker grows it
-            # 256 positions a slot at first, doubled when a sequence needs more: preallocating
-            # 1024 for 16 slots held 377 MB of KV for the default model whatever the load
+            # 2 slots of 256 positions at first, each doubled when sequences need more, and back
+            # when idle: preallocating 16 slots of 1024 held 377 MB of KV whatever the load
             self.cache = SlotKVCache(model.args, slots=max_active, capacity=256,
                                      max_capacity=self.max_context, dtype=self.dtype, device=self.device)
         self.prefix_cache = PrefixCache(int(prefix_cache_mb * 2**20))
@@ -238,8 +238,10 @@ class Engine:
                 self._admit()
                 if not self._active:
                     idle_since = idle_since or time.monotonic()
-                    # idle a second (the requests' own teardown done): give back what they freed
+                    # idle a second (the requests' own teardown done): give back what they freed,
+                    # and the KV slots they grew
                     if worked and time.monotonic() - idle_since > IDLE_BEFORE_TRIM_S:
+                        self.cache.shrink()
                         release_free_heap()
                         worked = False
                     self._wake.wait(timeout=0.5)

@@ -16,6 +16,7 @@ from magistral.chat.template import ChatTemplate
 from magistral.chat.tokenizer import GGUFTokenizer
 from magistral.engine.embedder import EmbeddingModel, load_embedding_model
 from magistral.engine.engine import Engine
+from magistral.engine.heap import release_free_heap
 from magistral.model.load import load_gguf
 from magistral.model.quantize import quantize_model, set_batch_invariant
 
@@ -178,6 +179,9 @@ def _on_short_thread(work: Any) -> Any:
     thread = threading.Thread(target=run, name="magistral-load")
     thread.start()
     thread.join()
+    # a loader's freed temporaries (fp32 tensors quantised away: ~350 MB for SmolLM2) would
+    # otherwise stay in the heap until the engine's first idle moment
+    release_free_heap()
     if "error" in result:
         raise result["error"]
     return result["value"]

@@ -16,17 +16,20 @@ from magistral.config import ModelArgs
 PV_BLOCK = 64  # positions per partial sum of decode attention's weighted values (layers.py)
 
 
-def grow_buffers(keys: list[torch.Tensor], values: list[torch.Tensor], capacity: int, needed: int,
-                 max_capacity: int) -> int:
-    """Double every (…, capacity, D) buffer in place in its list, up to max_capacity, so a
-    request pays for the length it uses; returns the new capacity."""
-    new_capacity = min(max(needed, 2 * capacity), max_capacity)
+def resize_buffers(keys: list[torch.Tensor], values: list[torch.Tensor], rows: int, capacity: int) -> None:
+    """Replace every (rows, …, capacity, D) buffer in its list by one of the new size, keeping
+    what fits of the old."""
     for store in (keys, values):
         for i, old in enumerate(store):
-            new = old.new_zeros(*old.shape[:2], new_capacity, old.shape[3])
-            new[:, :, :capacity] = old
+            new = old.new_zeros(rows, old.shape[1], capacity, old.shape[3])
+            kept_rows, kept = min(rows, old.shape[0]), min(capacity, old.shape[2])
+            new[:kept_rows, :, :kept] = old[:kept_rows, :, :kept]
             store[i] = new
-    return new_capacity
+
+
+def doubled(size: int, needed: int, limit: int) -> int:
+    """Grow by doubling (amortised copies), to at least `needed`, at most `limit`."""
+    return size if needed <= size else min(max(needed, 2 * size), limit)
 
 
 class LayerKV(Protocol):
@@ -64,7 +67,8 @@ class KVCache:
         self.max_capacity = max(capacity, max_capacity or capacity)
 
     def _grow(self, needed: int) -> None:
-        self.capacity = grow_buffers(self.keys, self.values, self.capacity, needed, self.max_capacity)
+        self.capacity = doubled(self.capacity, needed, self.max_capacity)
+        resize_buffers(self.keys, self.values, self.keys[0].shape[0], self.capacity)
 
     def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,27 +87,50 @@ class KVCache:
 
 
 class SlotKVCache:
-    """One buffer pair per layer shared by up to `slots` sequences, (slots, n_kv, capacity, D),
+    """One buffer pair per layer shared by up to `slots` sequences, (held slots, n_kv, capacity, D),
     so one decode step can attend for every running sequence at once. Sequences occupy slots
-    0..n-1 (the engine keeps them packed); capacity grows by doubling up to max_capacity."""
+    0..n-1 (the engine keeps them packed). The slots held and their capacity both grow by
+    doubling as sequences need them, and `shrink` goes back to the first size when none runs:
+    one long request no longer holds a long buffer for every slot, nor a burst of requests
+    their buffers after it ends."""
 
     def __init__(self, args: ModelArgs, slots: int, capacity: int, max_capacity: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
         self.args, self.slots, self.dtype, self.device = args, slots, dtype, torch.device(device)
-        self.capacity, self.max_capacity = min(capacity, max_capacity), max_capacity
-        shape = (slots, args.n_kv_heads, self.capacity, args.head_dim)
+        self.max_capacity = max_capacity
+        self.initial = (min(2, slots), min(capacity, max_capacity))
+        self.held, self.capacity = self.initial
+        shape = (self.held, args.n_kv_heads, self.capacity, args.head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(args.n_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(args.n_layers)]
 
-    def ensure(self, needed: int) -> None:
-        if needed <= self.capacity:
+    def ensure(self, needed: int, slots: int = 0) -> None:
+        """Room for `needed` positions in each of the first `slots` slots."""
+        if needed <= self.capacity and slots <= self.held:
             return
         if needed > self.max_capacity:
             raise ValueError(f"KV cache overflow: position {needed} > capacity {self.max_capacity}")
-        self.capacity = grow_buffers(self.keys, self.values, self.capacity, needed, self.max_capacity)
+        if slots > self.slots:
+            raise ValueError(f"slot {slots - 1} of a cache of {self.slots}")
+        self.held = doubled(self.held, slots, self.slots)
+        self.capacity = doubled(self.capacity, needed, self.max_capacity)
+        resize_buffers(self.keys, self.values, self.held, self.capacity)
+
+    def shrink(self) -> None:
+        """Back to the first size; only while no sequence holds a slot (their positions go)."""
+        if (self.held, self.capacity) != self.initial:
+            self.held, self.capacity = self.initial
+            shape = (self.held, self.args.n_kv_heads, self.capacity, self.args.head_dim)
+            for store in (self.keys, self.values):
+                store[:] = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in store]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in [*self.keys, *self.values])
 
     def move(self, src: int, dst: int, length: int) -> None:
         """Copy a sequence's cached positions to another slot (keeps the slots packed)."""
+        self.ensure(length, max(src, dst) + 1)
         for store in (self.keys, self.values):
             for buf in store:
                 buf[dst, :, :length] = buf[src, :, :length]
@@ -116,7 +143,7 @@ class SlotKVCache:
     def write(self, slot: int, layers: list[tuple[torch.Tensor, torch.Tensor]], start: int = 0) -> None:
         """Store per-layer (k, v) at a slot's positions from `start`."""
         end = start + layers[0][0].shape[1]
-        self.ensure(end)
+        self.ensure(end, slot + 1)
         for (k, v), kbuf, vbuf in zip(layers, self.keys, self.values, strict=True):
             kbuf[slot, :, start:end] = k
             vbuf[slot, :, start:end] = v
@@ -142,7 +169,7 @@ class SlotView:
     def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
         end = start_pos + k.shape[2]
-        self.cache.ensure(end)
+        self.cache.ensure(end, self.slot + 1)
         kbuf, vbuf = self.cache.keys[layer], self.cache.values[layer]
         kbuf[self.slot:self.slot + 1, :, start_pos:end] = k
         vbuf[self.slot:self.slot + 1, :, start_pos:end] = v
@@ -161,12 +188,13 @@ class NewPromptsView:
 
     def __init__(self, cache: SlotKVCache, slots: list[int], start: int = 0):
         self.cache, self.slots, self.start = cache, torch.tensor(slots, device=cache.device), start
+        self.held = max(slots) + 1
 
     def update(self, layer: int, start_pos: int, k: torch.Tensor, v: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
         assert start_pos == self.start, f"these prompts continue at position {self.start}"
         end = start_pos + k.shape[2]
-        self.cache.ensure(end)
+        self.cache.ensure(end, self.held)
         self.cache.keys[layer][self.slots, :, start_pos:end] = k
         self.cache.values[layer][self.slots, :, start_pos:end] = v
         if start_pos == 0:
@@ -189,7 +217,7 @@ class DecodeView:
         self.length = min(blocks * PV_BLOCK, cache.max_capacity)
         # before any layer, so the buffers stay put for this step; longer than the attention span
         # (a compiled step's graph holds for capacity > length, and would need another for ==)
-        cache.ensure(min(self.length + 1, cache.max_capacity))
+        cache.ensure(min(self.length + 1, cache.max_capacity), len(positions))
         self.keys, self.values = cache.keys, cache.values
         self.rows = torch.arange(len(positions), device=cache.device)
         self.positions = torch.tensor(positions, device=cache.device)

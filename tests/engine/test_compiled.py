@@ -136,3 +136,35 @@ def test_a_compiling_engine_serves_eagerly_meanwhile(loaded: LoadedModel, tokeni
         release.set()
         engine.shutdown()
     assert [t for t, _ in first[0]] == [t for t, _ in reference[0]] == [t for t, _ in second[0]]
+
+
+def test_a_second_model_compiles_while_the_first_decodes(loaded: LoadedModel) -> None:
+    """Skipping guards is a process-wide stance: a ready decoder stepping in a loop must not make
+    another decoder's first compile fail (both then serve their steps from graphs)."""
+    import threading
+
+    first = CompiledDecoder(loaded.model, max_batch=2, dtype=torch.float32, background=False)
+    second_model = copy.deepcopy(loaded.model)
+    stop, steps = threading.Event(), []
+
+    def keep_decoding() -> None:
+        with torch.inference_mode():
+            cache = SlotKVCache(loaded.model.args, slots=2, capacity=256, max_capacity=2048)
+            while not stop.is_set():
+                first(torch.tensor([5, 6]), cache.for_decode([10, 20]))
+                steps.append(1)
+
+    thread = threading.Thread(target=keep_decoding)
+    thread.start()
+    try:
+        while not steps:  # the first decoder is stepping before the second compiles
+            stop.wait(0.01)
+        second = CompiledDecoder(second_model, max_batch=2, dtype=torch.float32, background=False)
+    finally:
+        stop.set()
+        thread.join()
+    assert second.ready.is_set() and second.error is None
+    with torch.inference_mode():
+        cache = SlotKVCache(loaded.model.args, slots=2, capacity=256, max_capacity=2048)
+        second(torch.tensor([5]), cache.for_decode([3]))
+    assert first.eager_steps == second.eager_steps == 0 and len(steps) > 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import torch
@@ -84,6 +85,12 @@ def test_concurrent_requests_match_solo_runs(engine, loaded, tokenizer) -> None:
     concurrent = run(together())  # five requests, four slots: one waits in the queue
     assert ["".join(o.text for o in c) for c in concurrent] == \
         ["".join(o.text for o in s) for s in solo]
+    assert engine.cache.held == 4  # the KV slots grew for the burst...
+    for _ in range(100):  # ...and go back to their first size once the engine idles
+        if engine.cache.held == 2:
+            break
+        time.sleep(0.1)
+    assert (engine.cache.held, engine.cache.capacity) == engine.cache.initial == (2, 256)
 
 
 def test_closing_the_stream_frees_the_slot(engine, loaded, tokenizer) -> None:

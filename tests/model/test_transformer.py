@@ -59,6 +59,24 @@ def test_prompts_prefilled_together_then_decoded_together_equal_each_alone(model
             assert torch.allclose(together[row], alone[0, -1], atol=1e-4), i
 
 
+def test_slot_cache_holds_the_slots_and_positions_in_use(model: Transformer) -> None:
+    """Slots held and their capacity double on demand, keeping what is stored; shrink goes back."""
+    cache = SlotKVCache(model.args, slots=16, capacity=8, max_capacity=64)
+    assert (cache.held, cache.capacity) == (2, 8)
+    with torch.no_grad():
+        model(torch.arange(1, 6)[None], 0, cache.for_slot(0), hidden_only=True)
+        stored = cache.read(0, 5)
+        model(torch.arange(1, 11)[None], 0, cache.for_slot(4), hidden_only=True)
+    assert (cache.held, cache.capacity) == (5, 16)
+    assert cache.nbytes == 2 * model.args.n_layers * 5 * model.args.n_kv_heads * 16 * model.args.head_dim * 4
+    for (k, v), (k2, v2) in zip(stored, cache.read(0, 5), strict=True):
+        assert torch.equal(k, k2) and torch.equal(v, v2)
+    with pytest.raises(ValueError, match="slot 16"):
+        cache.ensure(8, 17)
+    cache.shrink()
+    assert (cache.held, cache.capacity) == (2, 8) and cache.keys[0].shape[0] == 2
+
+
 def test_cache_refuses_to_grow_past_its_maximum(model: Transformer) -> None:
     cache = KVCache(model.args, capacity=4, max_capacity=8)
     with torch.no_grad(), pytest.raises(ValueError, match="overflow"):
