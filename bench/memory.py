@@ -65,8 +65,8 @@ def main() -> None:
     rows.append(("SmolLM2-135M, int4 serving weights", rss_mb(),
                  ", ".join(f"{k} {v:.0f} MB" for k, v in sorted(parts.items(), key=lambda kv: -kv[1]))))
     kv = sum(t.numel() * t.element_size() for t in [*engine.cache.keys, *engine.cache.values]) / 2**20
-    rows[-1] = (*rows[-1][:2], rows[-1][2] + f"; KV slots {kv:.0f} MB ({engine.max_active} × "
-                f"{engine.cache.capacity} positions)")
+    rows[-1] = (*rows[-1][:2], rows[-1][2] + f"; KV slots {kv:.0f} MB ({engine.cache.held} of "
+                f"{engine.max_active} slots held × {engine.cache.capacity} positions)")
     if len(specs) > 1:
         mini = load_model(specs[1])
         weights = sum(p.numel() * p.element_size() for p in mini.engine.model.parameters()) / 2**20
@@ -77,7 +77,8 @@ def main() -> None:
     asyncio.run(stream(engine, ids, 8))
     rows.append(("after a 500-token prompt", rss_mb(),
                  f"prefix cache {engine.prefix_cache.used / 2**20:.0f} MB; KV slots "
-                 f"{engine.cache.capacity} positions"))
+                 f"{engine.cache.nbytes / 2**20:.0f} MB "
+                 f"({engine.cache.held} × {engine.cache.capacity} positions)"))
 
     async def many() -> None:
         await asyncio.gather(*(stream(engine, list(range(2000 + i, 2100 + i)), 64) for i in range(16)))
@@ -85,7 +86,8 @@ def main() -> None:
     asyncio.run(many())
     kv = sum(t.numel() * t.element_size() for t in [*engine.cache.keys, *engine.cache.values]) / 2**20
     rows.append(("after 16 concurrent streams", rss_mb(),
-                 f"prefix cache {engine.prefix_cache.used / 2**20:.0f} MB; KV slots {kv:.0f} MB"))
+                 f"prefix cache {engine.prefix_cache.used / 2**20:.0f} MB; KV slots {kv:.0f} MB "
+                 f"({engine.cache.held} × {engine.cache.capacity} positions)"))
     release_free_heap()
     rows.append(("after giving freed heap back (malloc_trim)", rss_mb(), ""))
     print(f"{'stage':<44} {'RSS MB':>8}  notes")

@@ -454,3 +454,4 @@ class Engine:
             self.cache.move(last, slot, moved.position)
             self._active[slot] = moved
         self._active.pop()
+        self.cache.fit(len(self._active), max((s.position for s in self._active), default=0))

@@ -116,6 +116,20 @@ class SlotKVCache:
         self.capacity = doubled(self.capacity, needed, self.max_capacity)
         resize_buffers(self.keys, self.values, self.held, self.capacity)
 
+    def fit(self, slots: int, length: int) -> None:
+        """After a sequence ends: halve the slots held while a quarter of them holds the `slots`
+        in use, and the capacity while a quarter of it holds `length` positions (the longest
+        running sequence), so a long request's buffers do not stay for the short ones after
+        it. (A quarter, not a half: one arrival must not grow it straight back.)"""
+        held, capacity = self.held, self.capacity
+        while held > self.initial[0] and held // 4 >= slots:
+            held //= 2
+        while capacity > self.initial[1] and capacity // 4 >= length:
+            capacity //= 2
+        if (held, capacity) != (self.held, self.capacity):
+            self.held, self.capacity = held, capacity
+            resize_buffers(self.keys, self.values, held, capacity)
+
     def shrink(self) -> None:
         """Back to the first size; only while no sequence holds a slot (their positions go)."""
         if (self.held, self.capacity) != self.initial:

@@ -73,6 +73,15 @@ def test_slot_cache_holds_the_slots_and_positions_in_use(model: Transformer) -> 
         assert torch.equal(k, k2) and torch.equal(v, v2)
     with pytest.raises(ValueError, match="slot 16"):
         cache.ensure(8, 17)
+    with torch.no_grad():
+        model(torch.arange(1, 40)[None], 0, cache.for_slot(1), hidden_only=True)
+    assert (cache.held, cache.capacity) == (5, 39)
+    cache.fit(1, 5)  # the long sequence ended; one of 5 positions remains
+    assert (cache.held, cache.capacity) == (2, 19)
+    for (k, v), (k2, v2) in zip(stored, cache.read(0, 5), strict=True):
+        assert torch.equal(k, k2) and torch.equal(v, v2)
+    cache.fit(2, 5)  # already the smallest that holds it
+    assert (cache.held, cache.capacity) == (2, 19)
     cache.shrink()
     assert (cache.held, cache.capacity) == (2, 8) and cache.keys[0].shape[0] == 2
 
