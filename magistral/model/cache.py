@@ -112,9 +112,7 @@ class SlotKVCache:
             raise ValueError(f"KV cache overflow: position {needed} > capacity {self.max_capacity}")
         if slots > self.slots:
             raise ValueError(f"slot {slots - 1} of a cache of {self.slots}")
-        self.held = doubled(self.held, slots, self.slots)
-        self.capacity = doubled(self.capacity, needed, self.max_capacity)
-        resize_buffers(self.keys, self.values, self.held, self.capacity)
+        self._resize(doubled(self.held, slots, self.slots), doubled(self.capacity, needed, self.max_capacity))
 
     def fit(self, slots: int, length: int) -> None:
         """After a sequence ends: halve the slots held while a quarter of them holds the `slots`
@@ -126,17 +124,16 @@ class SlotKVCache:
             held //= 2
         while capacity > self.initial[1] and capacity // 4 >= length:
             capacity //= 2
+        self._resize(held, capacity)
+
+    def shrink(self) -> None:
+        """Back to the first size (when no sequence runs)."""
+        self._resize(*self.initial)
+
+    def _resize(self, held: int, capacity: int) -> None:
         if (held, capacity) != (self.held, self.capacity):
             self.held, self.capacity = held, capacity
             resize_buffers(self.keys, self.values, held, capacity)
-
-    def shrink(self) -> None:
-        """Back to the first size; only while no sequence holds a slot (their positions go)."""
-        if (self.held, self.capacity) != self.initial:
-            self.held, self.capacity = self.initial
-            shape = (self.held, self.args.n_kv_heads, self.capacity, self.args.head_dim)
-            for store in (self.keys, self.values):
-                store[:] = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in store]
 
     @property
     def nbytes(self) -> int:
